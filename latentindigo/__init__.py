@@ -1,0 +1,1 @@
+"""LatentINDIGO: INN-guided latent diffusion for image restoration."""

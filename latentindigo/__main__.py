@@ -1,0 +1,166 @@
+"""Command line: `python -m latentindigo COMMAND ...` (also installed as `latentindigo`).
+
+Errors a user can fix (bad files, bad parameters) print one line on stderr and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from latentindigo.imageio import UserError
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must look like 512x384, not {text!r}") from None
+    return width, height
+
+
+def _degrade(args: argparse.Namespace) -> None:
+    from latentindigo.degradations import Degradation, degrade
+    from latentindigo.imageio import load_image, save_png, to_image, to_tensor
+
+    if args.scale < 1 or args.blur < 0 or args.noise < 0 or not (args.jpeg is None or 1 <= args.jpeg <= 100):
+        raise UserError("need --scale >= 1, --blur >= 0, --noise >= 0 and --jpeg between 1 and 100")
+    x = to_tensor(load_image(args.input))
+    d = Degradation(scale=args.scale, blur=args.blur, noise=args.noise, jpeg=args.jpeg, seed=args.seed,
+                    resize_mode=args.resize)
+    y = degrade(x, d)
+    save_png(to_image(y), args.output)
+    print(f"{args.output}: {y.shape[-1]}x{y.shape[-2]}")
+
+
+def _restore(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from latentindigo.imageio import load_image, save_png
+    from latentindigo.sampler import DIFFUSION_METHODS, Done, Settings, restore
+
+    settings = settings_from_args(args)
+    image = load_image(args.input)
+    settings.check(image.width, image.height)
+    prior = None
+    if settings.method in DIFFUSION_METHODS:
+        prior = load_prior_for(args)
+    bar = tqdm(total=settings.steps, desc=settings.method, file=sys.stderr, disable=args.quiet)
+    for event in restore(image, settings, prior):
+        if isinstance(event, Done):
+            bar.close()
+            save_png(event.image, args.output)
+            print(f"{args.output}: {event.image.width}x{event.image.height} in {event.seconds:.1f} s "
+                  f"(estimated {event.estimate})")
+        else:
+            bar.n = event.step
+            bar.set_postfix(phase=event.phase, consistency=f"{event.consistency:.4f}")
+
+
+def settings_from_args(args: argparse.Namespace):
+    from latentindigo.sampler import Settings
+
+    if args.size and args.scale:
+        raise UserError("give --size or --scale, not both")
+    return Settings(method=args.method, steps=args.steps, guidance=args.guidance, start=args.start,
+                    refine=not args.no_refine, refine_lr=args.refine_lr, reg_every=args.reg_every,
+                    reg_strength=args.reg_strength, colour_fix=args.colour_fix, seed=args.seed, size=args.size,
+                    scale=args.scale)
+
+
+def load_prior_for(args: argparse.Namespace):
+    from latentindigo.priors import load_prior
+
+    return load_prior(args.prior, device=args.device)
+
+
+def add_restore_options(p: argparse.ArgumentParser) -> None:
+    from latentindigo.sampler import METHODS, Settings
+
+    d = Settings()
+    p.add_argument("--method", choices=METHODS, default=d.method, help="latent/pixel: LatentINDIGO; others: baselines")
+    p.add_argument("--prior", default="tiny-random", help="mini, tiny-random, sd21-random, a diffusers folder or hub id")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--steps", type=int, default=d.steps)
+    p.add_argument("--guidance", type=float, default=d.guidance, help="guidance strength lambda (0-2)")
+    p.add_argument("--start", type=float, default=d.start, help="start strength: noise level of the start (0-1]")
+    p.add_argument("--size", type=_size, help="output WIDTHxHEIGHT")
+    p.add_argument("--scale", type=float, help="output / input size (default 4)")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--no-refine", action="store_true", help="switch off test-time INN refinement")
+    p.add_argument("--refine-lr", type=float, default=d.refine_lr)
+    p.add_argument("--reg-every", type=int, default=d.reg_every, help="regularise every N steps (0: off)")
+    p.add_argument("--reg-strength", type=float, default=d.reg_strength)
+    p.add_argument("--colour-fix", action="store_true", help="wavelet colour fix towards the input")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _train(args: argparse.Namespace) -> None:
+    import torch
+
+    from latentindigo import train
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.what == "vae":
+        train.train_vae(args.data, args.out, factor=args.factor, steps=args.steps, batch=args.batch,
+                        crop=args.crop, lr=args.lr, seed=args.seed, every=args.every)
+    elif args.what == "inn" and args.space == "pixel":
+        train.train_pixel_inn(args.data, args.out, steps=args.steps, batch=args.batch, crop=args.crop,
+                              lr=args.lr, seed=args.seed, every=args.every)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="latentindigo", description="INN-guided latent diffusion restoration")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = commands.add_parser("degrade", help="degrade a clean image (blur, downscale, noise, JPEG)")
+    p.add_argument("input", type=Path)
+    p.add_argument("-o", "--output", type=Path, required=True, help="output PNG")
+    p.add_argument("--scale", type=float, default=1.0, help="downscaling factor")
+    p.add_argument("--blur", type=float, default=0.0, help="Gaussian blur sigma in input pixels")
+    p.add_argument("--noise", type=float, default=0.0, help="Gaussian noise sigma in 8-bit levels")
+    p.add_argument("--jpeg", type=int, help="JPEG quality (1-100)")
+    p.add_argument("--resize", choices=["bicubic", "bilinear", "area"], default="bicubic")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=_degrade)
+
+    p = commands.add_parser("restore", help="restore a low-quality image")
+    p.add_argument("input", type=Path)
+    p.add_argument("-o", "--output", type=Path, required=True, help="output PNG")
+    add_restore_options(p)
+    p.set_defaults(run=_restore)
+
+    p = commands.add_parser("train", help="train the VAE, UNet or INNs of the bundled models (CPU, resumable)")
+    p.add_argument("what", choices=["vae", "inn"])
+    p.add_argument("--space", choices=["pixel", "latent"], default="pixel", help="which INN (with 'inn')")
+    p.add_argument("--data", type=Path, default=Path("data/photos"), help="photo set (scripts/build_photoset.py)")
+    p.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, resumed if present")
+    p.add_argument("--steps", type=int, default=20000)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--crop", type=int, default=96)
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--factor", type=int, choices=[4, 8], default=8, help="VAE downsampling factor")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--every", type=int, default=200, help="validate and checkpoint every N steps")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.set_defaults(run=_train)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,195 @@
+"""Seeded, reproducible image degradations: resampling, Gaussian blur, Gaussian/Poisson noise and JPEG.
+
+Images are float tensors (1, 3, H, W) in [0, 1]. Every function that draws random numbers takes a seed,
+and `degrade` / `random_degradation` return the degraded image with the parameters they used, so that a
+degradation can be repeated, shown to the user and used as a training target.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+RESIZE_MODES = ("bicubic", "bilinear", "area")
+
+
+def gaussian_kernel(sigma_x: float, sigma_y: float | None = None, theta: float = 0.0) -> torch.Tensor:
+    """A normalised 2-D Gaussian kernel, anisotropic when sigma_y differs, rotated by theta (radians)."""
+    sigma_y = sigma_x if sigma_y is None else sigma_y
+    radius = max(1, math.ceil(3 * max(sigma_x, sigma_y)))
+    r = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    yy, xx = torch.meshgrid(r, r, indexing="ij")
+    c, s = math.cos(theta), math.sin(theta)
+    u, v = c * xx + s * yy, -s * xx + c * yy
+    kernel = torch.exp(-0.5 * ((u / sigma_x) ** 2 + (v / sigma_y) ** 2))
+    return (kernel / kernel.sum()).float()
+
+
+def blur(x: torch.Tensor, sigma_x: float, sigma_y: float | None = None, theta: float = 0.0) -> torch.Tensor:
+    if sigma_x <= 0:
+        return x
+    kernel = gaussian_kernel(sigma_x, sigma_y, theta)
+    pad = kernel.shape[-1] // 2
+    channels = x.shape[1]
+    # reflect padding needs pad < size; replicate works for tiny images too
+    mode = "reflect" if min(x.shape[-2:]) > pad else "replicate"
+    weight = kernel.expand(channels, 1, *kernel.shape).to(x)
+    return F.conv2d(F.pad(x, (pad, pad, pad, pad), mode=mode), weight, groups=channels)
+
+
+def resize(x: torch.Tensor, size: tuple[int, int], mode: str = "bicubic") -> torch.Tensor:
+    """Resize to (height, width); anti-aliased when shrinking, as photo software does."""
+    if mode not in RESIZE_MODES:
+        raise ValueError(f"resize mode must be one of {', '.join(RESIZE_MODES)}, not {mode!r}")
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    if mode == "area":
+        return F.interpolate(x, size=size, mode="area")
+    return F.interpolate(x, size=size, mode=mode, align_corners=False, antialias=True)
+
+
+def scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
+    """Size of an image downscaled by `scale`, at least one pixel."""
+    return max(1, round(height / scale)), max(1, round(width / scale))
+
+
+def gaussian_noise(x: torch.Tensor, sigma: float, seed: int) -> torch.Tensor:
+    """Add Gaussian noise of standard deviation `sigma` in 8-bit levels."""
+    g = torch.Generator().manual_seed(seed)
+    return x + torch.randn(x.shape, generator=g) * (sigma / 255)
+
+
+def poisson_noise(x: torch.Tensor, peak: float, seed: int) -> torch.Tensor:
+    """Shot noise: `peak` photons at white, so darker and brighter regions get different noise."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.poisson(x.clamp(0, 1) * peak, generator=g) / peak
+
+
+def poisson_sigma(peak: float) -> float:
+    """Standard deviation in 8-bit levels that Poisson noise of this peak has at mid grey."""
+    return 255 * math.sqrt(0.5 * peak) / peak
+
+
+def jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
+    array = (x[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="JPEG", quality=int(quality))
+    decoded = np.asarray(Image.open(buffer).convert("RGB"))
+    return torch.from_numpy(decoded.copy()).permute(2, 0, 1)[None].float() / 255
+
+
+@dataclass
+class Degradation:
+    """One degradation pass; zeros and None mean 'off'. Blur sigmas are in pixels of the input image."""
+
+    scale: float = 1.0
+    resize_mode: str = "bicubic"
+    blur: float = 0.0
+    blur_y: float | None = None  # anisotropic blur when set
+    blur_angle: float = 0.0
+    noise: float = 0.0  # Gaussian, 8-bit levels
+    poisson_peak: float = 0.0
+    jpeg: int | None = None
+    order: tuple[str, ...] = ("blur", "resize", "noise")
+    second: Degradation | None = None
+    seed: int = 0
+    output_size: tuple[int, int] | None = None  # final (height, width); default: input size / scale
+
+    @property
+    def noise_level(self) -> float:
+        """Noise of this pass in 8-bit levels (Poisson converted at mid grey), for display and targets."""
+        return self.noise or (poisson_sigma(self.poisson_peak) if self.poisson_peak else 0.0)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _apply(x: torch.Tensor, d: Degradation, size: tuple[int, int]) -> torch.Tensor:
+    for step in d.order:
+        if step == "blur":
+            x = blur(x, d.blur, d.blur_y, d.blur_angle)
+        elif step == "resize":
+            x = resize(x, size, d.resize_mode)
+        elif step == "noise":
+            if d.noise:
+                x = gaussian_noise(x, d.noise, d.seed)
+            if d.poisson_peak:
+                x = poisson_noise(x, d.poisson_peak, d.seed + 1)
+    x = x.clamp(0, 1)
+    return jpeg(x, d.jpeg) if d.jpeg else x
+
+
+def degrade(x: torch.Tensor, d: Degradation) -> torch.Tensor:
+    """Apply a degradation (and its second pass) to a (1, 3, H, W) image; the result is in [0, 1]."""
+    height, width = x.shape[-2:]
+    final = d.output_size or scaled_size(height, width, d.scale * (d.second.scale if d.second else 1.0))
+    first = final if d.second is None else scaled_size(height, width, d.scale)
+    x = _apply(x, d, first)
+    if d.second is not None:
+        x = _apply(x, d.second, final)
+    return x
+
+
+def random_degradation(seed: int, scale: float | None = None, second_order: bool = False,
+                       noise: bool = True, jpeg: bool = True) -> Degradation:
+    """Draw a Real-ESRGAN-style degradation: random blur, resampling, noise and JPEG in random order.
+
+    `scale` fixes the total downscaling factor (a second pass shares it); `noise` / `jpeg` False switch
+    those off, e.g. for the noise-free validation of the INN forward model.
+    """
+    rng = np.random.default_rng(seed)
+
+    def one_pass(pass_scale: float, pass_seed: int, strength: float) -> Degradation:
+        d = Degradation(scale=pass_scale, seed=pass_seed, resize_mode=str(rng.choice(RESIZE_MODES)))
+        if rng.random() < 0.85:
+            d.blur = float(rng.uniform(0.2, 3.0 * strength))
+            if rng.random() < 0.3:
+                d.blur_y = float(rng.uniform(0.2, 3.0 * strength))
+                d.blur_angle = float(rng.uniform(0, math.pi))
+        if noise and rng.random() < 0.7:
+            if rng.random() < 0.7:
+                d.noise = float(rng.uniform(1, 25 * strength))
+            else:
+                d.poisson_peak = float(10 ** rng.uniform(math.log10(30), 3))
+        if jpeg and rng.random() < 0.6:
+            d.jpeg = int(rng.integers(round(30 + 40 * (1 - strength)), 96))
+        # random order of the pixel operations; JPEG stays last, as storing a photo is
+        d.order = tuple(str(s) for s in rng.permutation(["blur", "resize", "noise"]))
+        return d
+
+    total = scale if scale is not None else float(rng.choice([1, 2, 3, 4]))
+    if second_order:
+        first_scale = float(rng.uniform(1, total)) if total > 1 else 1.0
+        d = one_pass(first_scale, seed * 2 + 1, 1.0)
+        d.second = one_pass(total / first_scale, seed * 2 + 2, 0.6)
+        return d
+    return one_pass(total, seed * 2 + 1, 1.0)
+
+
+@dataclass
+class Summary:
+    """What the estimator learns to predict and the UI shows: the overall degradation of an image."""
+
+    scale: float
+    blur: float
+    noise: float
+    jpeg: float  # 100 for none
+
+    @classmethod
+    def of(cls, d: Degradation) -> Summary:
+        passes = [d] + ([d.second] if d.second else [])
+        # blur adds in quadrature; a second pass blurs in units of the already-downscaled image
+        blur2, scale = 0.0, 1.0
+        for p in passes:
+            sigma = math.sqrt(p.blur * (p.blur_y if p.blur_y is not None else p.blur))
+            blur2 += (sigma * scale) ** 2
+            scale *= p.scale
+        noise = math.sqrt(sum(p.noise_level ** 2 for p in passes))
+        quality = min([p.jpeg for p in passes if p.jpeg] or [100])
+        return cls(scale=scale, blur=math.sqrt(blur2), noise=noise, jpeg=float(quality))

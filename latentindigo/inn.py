@@ -1,0 +1,148 @@
+"""The wavelet-inspired invertible network `g` (DESIGN section 2).
+
+Each level splits the image into its four polyphase components, applies an exact Haar step (so an
+untrained network is the Haar transform, with the 2x2 mean as its coarse part), then K learned lifting
+steps: details <- details + P_k(coarse, gamma); coarse <- coarse + U_k(details, gamma). Undoing the steps in
+reverse order with opposite signs inverts the network exactly, whatever P and U compute. The same
+lifting steps serve every level; a level embedding beside `gamma` lets them act differently per level.
+
+forward = simulated degradation (the coarse part imitates the low-quality observation);
+inverse = reconstruction (coarse from the observation, details from the current estimate or zeros).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+MAX_LEVELS = 4
+
+
+def haar_split(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Polyphase split + Haar step: (B, C, H, W) -> coarse (B, C, H', W') 2x2 mean, details (B, 3C, H', W').
+
+    Odd sizes are padded by repeating the last row/column (PyWavelets' 'symmetric' mode for Haar).
+    """
+    pad_h, pad_w = x.shape[-2] % 2, x.shape[-1] % 2
+    if pad_h or pad_w:
+        x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+    a, b = x[..., 0::2, 0::2], x[..., 0::2, 1::2]
+    c, d = x[..., 1::2, 0::2], x[..., 1::2, 1::2]
+    mean = (a + b + c + d) / 4
+    horizontal = (a + b - c - d) / 4
+    vertical = (a - b + c - d) / 4
+    diagonal = (a - b - c + d) / 4
+    return mean, torch.cat([horizontal, vertical, diagonal], dim=1)
+
+
+def haar_merge(coarse: torch.Tensor, details: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Inverse of `haar_split`, cropped to `size` (height, width)."""
+    h, v, g = details.chunk(3, dim=1)
+    a, b = coarse + h + v + g, coarse + h - v - g
+    c, d = coarse - h + v - g, coarse - h - v + g
+    B, C, H, W = coarse.shape
+    x = coarse.new_empty(B, C, 2 * H, 2 * W)
+    x[..., 0::2, 0::2], x[..., 0::2, 1::2], x[..., 1::2, 0::2], x[..., 1::2, 1::2] = a, b, c, d
+    return x[..., : size[0], : size[1]]
+
+
+class ConditionalResNet(nn.Module):
+    """A small ResNet whose residual branches are scaled per channel by a function of (gamma, level)."""
+
+    def __init__(self, cin: int, cout: int, width: int, blocks: int, gamma_dim: int):
+        super().__init__()
+        self.width, self.blocks = width, blocks
+        self.inp = nn.Conv2d(cin, width, 3, padding=1)
+        self.body = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.LeakyReLU(0.2),
+                          nn.Conv2d(width, width, 3, padding=1))
+            for _ in range(blocks)
+        )
+        self.modulation = nn.Sequential(nn.Linear(gamma_dim + MAX_LEVELS, width), nn.SiLU(),
+                                        nn.Linear(width, blocks * width))
+        self.out = nn.Conv2d(width, cout, 3, padding=1)
+        # zero output: a fresh lifting step is the identity, so a fresh network is exactly Haar
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        scales = 1 + self.modulation(condition).view(-1, self.blocks, self.width, 1, 1)
+        h = self.inp(x)
+        for i, block in enumerate(self.body):
+            h = h + scales[:, i] * block(F.leaky_relu(h, 0.2))
+        return self.out(F.leaky_relu(h, 0.2))
+
+
+class LiftingINN(nn.Module):
+    """Exactly invertible multi-level lifting network for `channels`-channel images or latents."""
+
+    def __init__(self, channels: int = 3, levels: int = 2, steps: int = 4, width: int = 32, blocks: int = 2,
+                 gamma_dim: int = 64):
+        super().__init__()
+        if not 1 <= levels <= MAX_LEVELS:
+            raise ValueError(f"levels must be between 1 and {MAX_LEVELS}")
+        self.config = dict(channels=channels, levels=levels, steps=steps, width=width, blocks=blocks,
+                           gamma_dim=gamma_dim)
+        self.channels, self.levels, self.gamma_dim = channels, levels, gamma_dim
+        self.predict = nn.ModuleList(ConditionalResNet(channels, 3 * channels, width, blocks, gamma_dim)
+                                     for _ in range(steps))
+        self.update = nn.ModuleList(ConditionalResNet(3 * channels, channels, width, blocks, gamma_dim)
+                                    for _ in range(steps))
+
+    def _condition(self, gamma: torch.Tensor | None, level: int, batch: int, like: torch.Tensor) -> torch.Tensor:
+        if gamma is None:  # no degradation embedding
+            gamma = like.new_zeros(batch, self.gamma_dim)
+        gamma = gamma.to(like).expand(batch, -1)
+        onehot = like.new_zeros(batch, MAX_LEVELS)
+        onehot[:, level] = 1
+        return torch.cat([gamma, onehot], dim=1)
+
+    def forward(self, x: torch.Tensor, gamma: torch.Tensor | None = None,
+                levels: int | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """x -> (coarse, details): details[j] belongs to level j+1 (finest first)."""
+        details = []
+        for level in range(levels or self.levels):
+            cond = self._condition(gamma, level, x.shape[0], x)
+            coarse, detail = haar_split(x)
+            for predict, update in zip(self.predict, self.update):
+                detail = detail + predict(coarse, cond)
+                coarse = coarse + update(detail, cond)
+            details.append(detail)
+            x = coarse
+        return x, details
+
+    def inverse(self, coarse: torch.Tensor, details: list[torch.Tensor], gamma: torch.Tensor | None = None,
+                size: tuple[int, int] | None = None) -> torch.Tensor:
+        """(coarse, details) -> x of `size` (height, width); default: 2^levels times the coarse size."""
+        levels = len(details)
+        size = size or (coarse.shape[-2] << levels, coarse.shape[-1] << levels)
+        sizes = level_sizes(size, levels)
+        x = coarse
+        for level in reversed(range(levels)):
+            cond = self._condition(gamma, level, x.shape[0], x)
+            detail = details[level]
+            for predict, update in zip(reversed(self.predict), reversed(self.update)):
+                x = x - update(detail, cond)
+                detail = detail - predict(x, cond)
+            x = haar_merge(x, detail, sizes[level])
+        return x
+
+
+def level_sizes(size: tuple[int, int], levels: int) -> list[tuple[int, int]]:
+    """(height, width) at every level, from the full size (level 0) to the coarse part (level `levels`)."""
+    sizes = [tuple(size)]
+    for _ in range(levels):
+        sizes.append(((sizes[-1][0] + 1) // 2, (sizes[-1][1] + 1) // 2))
+    return sizes
+
+
+def zero_details(coarse: torch.Tensor, size: tuple[int, int], levels: int) -> list[torch.Tensor]:
+    """Detail tensors of zeros for a coarse part, for the zero-detail inverse (an upsampler)."""
+    B, C = coarse.shape[:2]
+    return [coarse.new_zeros(B, 3 * C, *s) for s in level_sizes(size, levels)[1:]]
+
+
+def coarse_size(height: int, width: int, levels: int) -> tuple[int, int]:
+    """Size of the coarse part after `levels` splits (each rounds up)."""
+    return level_sizes((height, width), levels)[-1]

@@ -1,0 +1,254 @@
+"""Latent diffusion priors: the pieces the sampler needs from a diffusers checkpoint.
+
+`load_prior(spec)` understands:
+- `mini`: the small prior trained by this project and shipped in `assets/mini` (offline, CPU);
+- a local folder or hub id of a Stable-Diffusion-style checkpoint (UNet2DConditionModel, AutoencoderKL,
+  optional text encoder), or of an unconditional UNet2DModel + AutoencoderKL;
+- `tiny-random`: tiny random components built from configs with a fixed seed (tests);
+- `sd21-random`: the Stable Diffusion 2.1-base architecture with random weights (benchmarks).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from latentindigo.imageio import UserError
+from latentindigo.inn import LiftingINN
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+LATENT_INN_FILE = "latent_inn.safetensors"
+
+
+@dataclass
+class Prior:
+    """A latent diffusion model as the sampler sees it; latents are scaled by `scaling_factor`."""
+
+    name: str
+    vae: torch.nn.Module
+    unet: torch.nn.Module
+    alphas_cumprod: torch.Tensor  # (T,), float64 on the CPU
+    prediction_type: str  # "epsilon" or "v_prediction"
+    latent_inn: LiftingINN
+    latent_inn_trained: bool
+    context: torch.Tensor | None = None  # text embedding for conditional UNets
+    negative_context: torch.Tensor | None = None
+    encode_prompt: object = field(default=None, repr=False)  # prompt -> embedding, when a text encoder exists
+    device: torch.device = torch.device("cpu")
+    dtype: torch.dtype = torch.float32
+
+    @property
+    def factor(self) -> int:
+        """Pixels per latent pixel (8 for Stable Diffusion)."""
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def scaling_factor(self) -> float:
+        return float(self.vae.config.scaling_factor)
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.vae.config.latent_channels)
+
+    @property
+    def tile(self) -> int:
+        """The denoiser's native latent size: larger latents are denoised as overlapping tiles."""
+        size = self.unet.config.sample_size
+        return int(size[0] if isinstance(size, (list, tuple)) else size)
+
+    @property
+    def num_timesteps(self) -> int:
+        return len(self.alphas_cumprod)
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Image (B, 3, H, W) in [0, 1], H and W multiples of `factor` -> scaled latent mean (float32)."""
+        posterior = self.vae.encode((x * 2 - 1).to(self.device, self.dtype)).latent_dist
+        return posterior.mean.float() * self.scaling_factor
+
+    def decode(self, z: torch.Tensor, grad: bool = False) -> torch.Tensor:
+        """Scaled latent -> image in [0, 1] (float32); `grad` keeps the graph for DPS."""
+        with torch.set_grad_enabled(grad):
+            x = self.vae.decode((z / self.scaling_factor).to(self.device, self.dtype)).sample
+        return (x.float() + 1) / 2
+
+    def set_prompt(self, prompt: str, negative_prompt: str = "") -> None:
+        if self.encode_prompt is None:
+            raise UserError(f"the prior {self.name!r} has no text encoder: prompts need a text-conditioned prior")
+        self.context, self.negative_context = self.encode_prompt(prompt), self.encode_prompt(negative_prompt)
+
+    @torch.no_grad()
+    def eps(self, z: torch.Tensor, t: int, guidance_scale: float = 1.0) -> torch.Tensor:
+        """Predicted noise for z_t at integer timestep t, tiled when z is larger than the native size."""
+        return tiled(lambda tile: self._eps(tile, t, guidance_scale), z, self.tile)
+
+    def _eps(self, z: torch.Tensor, t: int, guidance_scale: float) -> torch.Tensor:
+        z_in = z.to(self.device, self.dtype)
+        timestep = torch.tensor([t], device=self.device)
+        if self.context is None:
+            out = self.unet(z_in, timestep).sample
+        elif guidance_scale == 1.0:
+            out = self.unet(z_in, timestep, encoder_hidden_states=self.context.expand(len(z), -1, -1)).sample
+        else:
+            both = torch.cat([self.negative_context, self.context]).repeat_interleave(len(z), dim=0)
+            uncond, cond = self.unet(torch.cat([z_in, z_in]), timestep, encoder_hidden_states=both).sample.chunk(2)
+            out = uncond + guidance_scale * (cond - uncond)
+        out = out.float()
+        if self.prediction_type == "v_prediction":  # convert v to epsilon
+            a = self.alphas_cumprod[t].item()
+            out = math.sqrt(a) * out + math.sqrt(1 - a) * z.float()
+        return out
+
+
+def tiled(fn, z: torch.Tensor, tile: int, overlap: float = 0.25) -> torch.Tensor:
+    """MultiDiffusion: apply `fn` to overlapping tile x tile windows and blend them with smooth weights."""
+    H, W = z.shape[-2:]
+    if H <= tile and W <= tile:
+        return fn(z)
+    stride = max(1, int(tile * (1 - overlap)))
+
+    def starts(n: int) -> list[int]:
+        if n <= tile:
+            return [0]
+        count = math.ceil((n - tile) / stride) + 1
+        return sorted({round(i * (n - tile) / (count - 1)) for i in range(count)})
+
+    # a raised-cosine window: weights fall smoothly to (almost) zero at tile borders, so no seams
+    ramp = torch.hann_window(tile + 2, periodic=False, dtype=torch.float32)[1:-1]
+    out = torch.zeros(z.shape, dtype=torch.float32)
+    weight = torch.zeros(1, 1, H, W)
+    for top in starts(H):
+        for left in starts(W):
+            h, w = min(tile, H), min(tile, W)
+            window = (ramp[:h, None] if H > tile else torch.ones(h, 1)) * (ramp[None, :w] if W > tile else
+                                                                           torch.ones(1, w))
+            piece = fn(z[..., top:top + h, left:left + w])
+            out[..., top:top + h, left:left + w] += piece.cpu().float() * window
+            weight[..., top:top + h, left:left + w] += window
+    return (out / weight).to(z.device)
+
+
+# ------------------------------------------------------------------------------------------- loading
+
+def _alphas(scheduler_config: dict) -> tuple[torch.Tensor, str]:
+    from diffusers import DDIMScheduler
+
+    scheduler = DDIMScheduler.from_config(scheduler_config)
+    return scheduler.alphas_cumprod.double(), scheduler.config.prediction_type
+
+
+def tiny_random_components(seed: int = 0) -> tuple[torch.nn.Module, torch.nn.Module, dict]:
+    """Tiny VAE (factor 8, 4 latent channels) and unconditional UNet (native 8x8 latents) for tests."""
+    from diffusers import AutoencoderKL, UNet2DModel
+
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(block_out_channels=[8, 8, 8, 8], down_block_types=["DownEncoderBlock2D"] * 4,
+                        up_block_types=["UpDecoderBlock2D"] * 4, latent_channels=4, norm_num_groups=4,
+                        layers_per_block=1, sample_size=64, mid_block_add_attention=False)
+    unet = UNet2DModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=[16, 32],
+                       layers_per_block=1, norm_num_groups=8, down_block_types=["DownBlock2D", "AttnDownBlock2D"],
+                       up_block_types=["AttnUpBlock2D", "UpBlock2D"], attention_head_dim=8)
+    scheduler = {"num_train_timesteps": 1000, "beta_schedule": "scaled_linear", "beta_start": 0.00085,
+                 "beta_end": 0.012, "prediction_type": "epsilon", "clip_sample": False}
+    return vae, unet, scheduler
+
+
+def sd21_random_components(seed: int = 0) -> tuple[torch.nn.Module, torch.nn.Module, dict]:
+    """Stable Diffusion 2.1-base VAE and UNet architectures with random weights (no download)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(block_out_channels=[128, 256, 512, 512], down_block_types=["DownEncoderBlock2D"] * 4,
+                        up_block_types=["UpDecoderBlock2D"] * 4, latent_channels=4, layers_per_block=2,
+                        sample_size=512, scaling_factor=0.18215)
+    unet = UNet2DConditionModel(
+        sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
+        block_out_channels=[320, 640, 1280, 1280], attention_head_dim=[5, 10, 20, 20], cross_attention_dim=1024,
+        use_linear_projection=True,
+        down_block_types=["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
+        up_block_types=["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3,
+    )
+    scheduler = {"num_train_timesteps": 1000, "beta_schedule": "scaled_linear", "beta_start": 0.00085,
+                 "beta_end": 0.012, "prediction_type": "epsilon", "clip_sample": False, "steps_offset": 1,
+                 "set_alpha_to_one": False}
+    return vae, unet, scheduler
+
+
+def _random_context(unet: torch.nn.Module, seed: int) -> torch.Tensor | None:
+    """A fixed random 'prompt embedding' for conditional UNets built without a text encoder."""
+    dim = getattr(unet.config, "cross_attention_dim", None)
+    if dim is None:
+        return None
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(1, 77, dim, generator=g)
+
+
+def _load_folder(folder: Path, device: torch.device, dtype: torch.dtype):
+    """VAE, UNet, scheduler config and optional prompt encoder from a diffusers-layout folder."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel, UNet2DModel
+
+    unet_config = json.loads((folder / "unet" / "config.json").read_text())
+    unet_cls = UNet2DConditionModel if unet_config.get("_class_name") == "UNet2DConditionModel" else UNet2DModel
+    load = dict(torch_dtype=dtype, use_safetensors=True)
+    vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", **load)
+    unet = unet_cls.from_pretrained(folder, subfolder="unet", **load)
+    scheduler = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+    encode_prompt = None
+    if unet_cls is UNet2DConditionModel and (folder / "text_encoder").is_dir():
+        from transformers import CLIPTextModel, CLIPTokenizer
+
+        tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer")
+        text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", **load).to(device)
+
+        @torch.no_grad()
+        def encode_prompt(prompt: str) -> torch.Tensor:
+            ids = tokenizer(prompt, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                            return_tensors="pt").input_ids.to(device)
+            return text_encoder(ids)[0]
+
+    return vae, unet, scheduler, encode_prompt
+
+
+def load_prior(spec: str = "mini", device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+               latent_inn: str | Path | None = None) -> Prior:
+    """Load a prior by spec (see the module docstring) onto `device` in `dtype`."""
+    device = torch.device(device)
+    encode_prompt = None
+    if spec == "tiny-random":
+        vae, unet, scheduler = tiny_random_components()
+        folder = None
+    elif spec == "sd21-random":
+        vae, unet, scheduler = sd21_random_components()
+        folder = None
+    else:
+        folder = ASSETS / "mini" if spec == "mini" else Path(spec)
+        if not folder.is_dir():
+            raise UserError(f"prior {spec!r}: no such folder" if spec != "mini" else
+                             f"the bundled prior is missing from {folder}")
+        vae, unet, scheduler, encode_prompt = _load_folder(folder, device, dtype)
+    vae.to(device, dtype).eval().requires_grad_(False)
+    unet.to(device, dtype).eval().requires_grad_(False)
+    vae.enable_tiling()  # large images decode and encode in overlapping tiles; small ones are unaffected
+    alphas, prediction_type = _alphas(scheduler)
+
+    inn_path = Path(latent_inn) if latent_inn else (folder / LATENT_INN_FILE if folder else None)
+    if inn_path is not None and inn_path.exists():
+        from latentindigo.weights import load_weights
+
+        inn, trained = load_weights(LiftingINN, inn_path), True
+    else:
+        inn, trained = LiftingINN(channels=vae.config.latent_channels).eval(), False
+
+    context = None if encode_prompt else _random_context(unet, seed=0)
+    prior = Prior(name=spec, vae=vae, unet=unet, alphas_cumprod=alphas, prediction_type=prediction_type,
+                  latent_inn=inn, latent_inn_trained=trained, context=context, negative_context=context,
+                  encode_prompt=encode_prompt, device=device, dtype=dtype)
+    if encode_prompt is not None:
+        prior.set_prompt("")
+    if context is not None:
+        prior.context, prior.negative_context = context.to(device, dtype), context.to(device, dtype)
+    return prior

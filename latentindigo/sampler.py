@@ -1,0 +1,327 @@
+"""The LatentINDIGO sampler (DESIGN section 3) and its baselines, as a generator of step events.
+
+    for event in restore(image, Settings(method="latent", scale=4), prior):
+        if isinstance(event, Step): show(event.preview)      # decoded lazily, only when asked for
+        else: event.image.save("out.png")                   # the last event is `Done`
+
+Every diffusion step predicts the clean latent z0, then runs the phases:
+guidance (the INN swaps the coarse part of z0's wavelet decomposition for the measurement's),
+refinement (one Adam step fitting the INN's forward model to the current estimate) and
+regularisation (every few steps, project z0 through the autoencoder, back onto the latents that decode
+to images); then a deterministic DDIM step to the next timestep. The PixelINN guides in pixel space
+(a decode and an encode per step), the LatentINN never leaves latent space.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import pywt
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from latentindigo.degradations import resize
+from latentindigo.estimator import DegradationEstimator, Estimate
+from latentindigo.imageio import UserError, to_image, to_tensor
+from latentindigo.inn import LiftingINN, coarse_size, zero_details
+from latentindigo.priors import ASSETS, Prior
+from latentindigo.weights import load_weights
+
+METHODS = ("latent", "pixel", "bicubic", "inn", "sdedit", "dps")
+DIFFUSION_METHODS = ("latent", "pixel", "sdedit", "dps")
+MAX_OUTPUT_PIXELS = int(os.environ.get("LATENTINDIGO_MAX_OUTPUT_PIXELS", 4096 * 4096))
+MAX_SCALE = 8.0
+
+
+@dataclass
+class Settings:
+    """Everything a restoration run depends on; the same settings and seed give the same output."""
+
+    method: str = "latent"
+    steps: int = 20
+    guidance: float = 1.0  # lambda: 0 = no guidance, 1 = the measurement's coarse part replaces z0's
+    start: float = 0.4  # start strength: the starting estimate is noised to start * T
+    refine: bool = True  # test-time refinement of the INN forward model
+    refine_lr: float = 5e-5
+    reg_every: int = 5  # regularisation (autoencoder projection) every N steps; 0 = off
+    reg_strength: float = 1.0  # 1 = full projection
+    colour_fix: bool = False  # wavelet colour fix towards the bicubic upscale of the input
+    seed: int = 0
+    size: tuple[int, int] | None = None  # output (width, height)
+    scale: float | None = None  # output / input size, when no size is given
+    cfg_scale: float = 1.0  # classifier-free guidance, text-conditioned priors only
+
+    def output_size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) of the output for an input of width x height."""
+        if self.size:
+            return int(self.size[0]), int(self.size[1])
+        scale = self.scale or 4.0
+        return max(1, round(width * scale)), max(1, round(height * scale))
+
+    def check(self, width: int, height: int, max_pixels: int = MAX_OUTPUT_PIXELS) -> None:
+        """Raise UserError with a one-line message for settings a user got wrong."""
+        if self.method not in METHODS:
+            raise UserError(f"method must be one of {', '.join(METHODS)}, not {self.method!r}")
+        if self.steps < 1 or self.steps > 1000:
+            raise UserError(f"steps must be between 1 and 1000, not {self.steps}")
+        if not 0 < self.start <= 1:
+            raise UserError(f"start strength must be in (0, 1], not {self.start}")
+        if not 0 <= self.guidance <= 2:
+            raise UserError(f"guidance strength must be between 0 and 2, not {self.guidance}")
+        if self.refine_lr < 0 or self.reg_every < 0 or not 0 <= self.reg_strength <= 1:
+            raise UserError("refinement learning rate, regularisation period and strength must not be negative"
+                             " (strength at most 1)")
+        if self.scale is not None and not 1 <= self.scale <= MAX_SCALE:
+            raise UserError(f"scale must be between 1 and {MAX_SCALE:g}, not {self.scale}")
+        out_w, out_h = self.output_size(width, height)
+        if out_w < 1 or out_h < 1:
+            raise UserError(f"output size must be positive, not {out_w}x{out_h}")
+        if out_w * out_h > max_pixels:
+            raise UserError(f"output {out_w}x{out_h} is {out_w * out_h / 1e6:.1f} megapixels, above the limit of "
+                             f"{max_pixels / 1e6:.1f} (LATENTINDIGO_MAX_OUTPUT_PIXELS)")
+        ratio = max(out_w / width, out_h / height)
+        if ratio > MAX_SCALE * 1.001 or min(out_w / width, out_h / height) < 0.999:
+            raise UserError(f"output {out_w}x{out_h} must be 1x to {MAX_SCALE:g}x the input {width}x{height}")
+
+
+@dataclass
+class PixelModels:
+    """The VAE-independent networks: degradation estimator F and PixelINN."""
+
+    inn: LiftingINN
+    estimator: DegradationEstimator
+
+
+@cache
+def load_pixel_models(folder: Path = ASSETS / "inn") -> PixelModels:
+    """The bundled, trained PixelINN and estimator (loaded once per process)."""
+    return PixelModels(inn=load_weights(LiftingINN, folder / "pixel_inn.safetensors"),
+                       estimator=load_weights(DegradationEstimator, folder / "estimator.safetensors"))
+
+
+@dataclass
+class Step:
+    """One sampler event. `preview` decodes the current clean-latent estimate only when read."""
+
+    step: int  # 1-based
+    total: int
+    timestep: int
+    phase: str  # "guidance", "refinement", "regularisation" or "denoising" (SDEdit)
+    consistency: float  # RMS distance of the estimate's INN coarse part from the measurement
+    space: str  # where `consistency` is measured: "latent" or "pixel"
+    latent: torch.Tensor = field(repr=False)
+    _decode: object = field(repr=False, default=None)
+    _preview: Image.Image | None = field(repr=False, default=None)
+
+    @property
+    def preview(self) -> Image.Image:
+        if self._preview is None:
+            self._preview = to_image(self._decode(self.latent))
+        return self._preview
+
+
+@dataclass
+class Done:
+    image: Image.Image
+    tensor: torch.Tensor = field(repr=False)  # (1, 3, H, W) float in [0, 1]
+    estimate: Estimate
+    seconds: float
+    settings: Settings
+    latent_inn_trained: bool | None = None  # None for methods without a LatentINN
+
+
+def restore(image: Image.Image, settings: Settings, prior: Prior | None = None,
+            pixel: PixelModels | None = None) -> Iterator[Step | Done]:
+    """Restore an RGB image; yields `Step` events while sampling and a final `Done`."""
+    t0 = time.perf_counter()
+    settings.check(image.width, image.height)
+    if settings.method in DIFFUSION_METHODS and prior is None:
+        raise UserError(f"method {settings.method!r} needs a diffusion prior")
+    pixel = pixel or load_pixel_models()
+    y = to_tensor(image)
+    width, height = settings.output_size(image.width, image.height)
+    size = (height, width)
+    gamma, estimate = pixel.estimator.estimate(y)
+    levels = levels_for(size, y.shape[-2:])
+    y_coarse = resize(y, coarse_size(height, width, levels), "bicubic")
+
+    if settings.method == "bicubic":
+        out = resize(y, size, "bicubic").clamp(0, 1)
+    elif settings.method == "inn":
+        with torch.no_grad():
+            out = pixel.inn.inverse(y_coarse, zero_details(y_coarse, size, levels), gamma, size).clamp(0, 1)
+    else:
+        out = yield from _diffuse(y, y_coarse, size, levels, gamma, settings, prior, pixel)
+        if settings.method in ("latent", "pixel"):
+            if settings.colour_fix:
+                out = wavelet_colour_fix(out, resize(y, size, "bicubic"), levels + 2)
+            out = final_consistency(out, y_coarse, pixel.inn, gamma, levels)
+    out = out.clamp(0, 1)
+    trained = prior.latent_inn_trained if settings.method == "latent" else None
+    yield Done(image=to_image(out), tensor=out, estimate=estimate, seconds=time.perf_counter() - t0,
+               settings=settings, latent_inn_trained=trained)
+
+
+def run(image: Image.Image, settings: Settings, prior: Prior | None = None,
+        pixel: PixelModels | None = None) -> Done:
+    """`restore` without the events."""
+    for event in restore(image, settings, prior, pixel):
+        if isinstance(event, Done):
+            return event
+    raise RuntimeError("the sampler ended without a result")
+
+
+def levels_for(size: tuple[int, int], input_size: tuple[int, int]) -> int:
+    """INN levels J for an output/input size ratio: the coarse grid is the nearest power of two."""
+    scale = math.sqrt(size[0] * size[1] / (input_size[0] * input_size[1]))
+    return max(1, round(math.log2(max(scale, 1.0))))
+
+
+def final_consistency(x: torch.Tensor, y_coarse: torch.Tensor, inn: LiftingINN, gamma: torch.Tensor,
+                      levels: int, iterations: int = 8) -> torch.Tensor:
+    """Keep x's details and take the coarse part from the measurement, so the output re-degrades to y.
+
+    Swapping the coarse part can push pixels out of [0, 1]; alternating the swap with clipping
+    (projections onto two convex sets, exact for a Haar network) converges to an image that is both.
+    """
+    with torch.no_grad():
+        for _ in range(iterations):
+            _, details = inn(x.clamp(0, 1), gamma, levels=levels)
+            x = inn.inverse(y_coarse, details, gamma, tuple(x.shape[-2:]))
+            if x.min() > -1e-4 and x.max() < 1 + 1e-4:
+                break
+    return x.clamp(0, 1)
+
+
+def wavelet_colour_fix(x: torch.Tensor, reference: torch.Tensor, levels: int) -> torch.Tensor:
+    """Replace x's lowest wavelet band by the reference's: fixes colour casts, keeps x's detail."""
+    levels = max(1, min(levels, pywt.dwtn_max_level(x.shape[-2:], "haar")))
+    out = x[0].numpy().copy()
+    for c in range(3):
+        coeffs = pywt.wavedec2(x[0, c].numpy(), "haar", level=levels)
+        coeffs[0] = pywt.wavedec2(reference[0, c].numpy(), "haar", level=levels)[0]
+        out[c] = pywt.waverec2(coeffs, "haar")[: x.shape[-2], : x.shape[-1]]
+    return torch.from_numpy(out)[None]
+
+
+def _pad_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    pad_h, pad_w = size[0] - x.shape[-2], size[1] - x.shape[-1]
+    mode = "reflect" if pad_h < x.shape[-2] and pad_w < x.shape[-1] else "replicate"
+    return F.pad(x, (0, pad_w, 0, pad_h), mode=mode) if pad_h or pad_w else x
+
+
+def _rms(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(torch.sqrt(F.mse_loss(a, b)))
+
+
+def _diffuse(y, y_coarse, size, levels, gamma, settings: Settings, prior: Prior, pixel: PixelModels):
+    """The diffusion loop shared by latent, pixel, sdedit and dps; returns the decoded (1, 3, H, W) image."""
+    method = settings.method
+    multiple = prior.factor << levels
+    work = (math.ceil(size[0] / multiple) * multiple, math.ceil(size[1] / multiple) * multiple)
+    y_work = _pad_to(y_coarse, coarse_size(*work, levels))  # the measurement on the padded grid
+    with torch.no_grad():
+        x_init = pixel.inn.inverse(y_work, zero_details(y_work, work, levels), gamma, work).clamp(0, 1)
+    z_init = prior.encode(x_init)
+    z_y = prior.encode(y_work)  # the measurement in latent space, computed once
+
+    # per-image INN copies: test-time refinement starts from the pretrained weights for every image
+    inn = copy.deepcopy(prior.latent_inn if method in ("latent", "sdedit") else pixel.inn).requires_grad_(True)
+    optimiser = torch.optim.Adam(inn.parameters(), lr=settings.refine_lr) if settings.refine else None
+    decode = lambda z: prior.decode(z)[..., : size[0], : size[1]]  # noqa: E731
+
+    alphas = prior.alphas_cumprod
+    t_start = min(prior.num_timesteps - 1, round(settings.start * prior.num_timesteps))
+    timesteps = np.unique(np.linspace(t_start, 0, settings.steps).round().astype(int))[::-1]
+    total = len(timesteps)
+    g = torch.Generator().manual_seed(settings.seed)
+    noise = torch.randn(z_init.shape, generator=g)
+    a = alphas[t_start].item()
+    z_t = math.sqrt(a) * z_init + math.sqrt(1 - a) * noise
+    z0 = z_init
+
+    for i, t in enumerate(timesteps):
+        t = int(t)
+        a = alphas[t].item()
+        eps = prior.eps(z_t, t, settings.cfg_scale)
+        z0 = (z_t - math.sqrt(1 - a) * eps) / math.sqrt(a)
+        event = dict(step=i + 1, total=total, timestep=t, _decode=decode)
+
+        if method == "sdedit":
+            yield Step(phase="denoising", consistency=_latent_error(inn, z0, z_y, gamma, levels), space="latent",
+                       latent=z0, **event)
+        elif method == "dps":
+            z0, err = _dps_step(z0, prior, y, size, settings.guidance)
+            yield Step(phase="guidance", consistency=err, space="pixel", latent=z0, **event)
+        elif method == "latent":
+            with torch.no_grad():
+                _, details = inn(z0, gamma, levels=levels)
+                z_inv = inn.inverse(z_y, details, gamma, tuple(z0.shape[-2:]))
+            z0 = z0 + settings.guidance * (z_inv - z0)
+            yield Step(phase="guidance", consistency=_latent_error(inn, z0, z_y, gamma, levels), space="latent",
+                       latent=z0, **event)
+            if optimiser:
+                err = _refine(inn, optimiser, z0, z_y, gamma, levels)
+                yield Step(phase="refinement", consistency=err, space="latent", latent=z0, **event)
+        else:  # pixel
+            x0 = prior.decode(z0)
+            with torch.no_grad():
+                _, details = inn(x0, gamma, levels=levels)
+                x_inv = inn.inverse(y_work, details, gamma, work).clamp(0, 1)
+            z0 = z0 + settings.guidance * (prior.encode(x_inv) - z0)
+            yield Step(phase="guidance", consistency=_rms(x0, x_inv), space="pixel", latent=z0, **event)
+            if optimiser:
+                err = _refine(inn, optimiser, x0, y_work, gamma, levels)
+                yield Step(phase="refinement", consistency=err, space="pixel", latent=z0, **event)
+
+        last = i == total - 1
+        if method in ("latent", "pixel") and settings.reg_every and (i + 1) % settings.reg_every == 0 and not last:
+            z0 = z0 + settings.reg_strength * (prior.encode(prior.decode(z0).clamp(0, 1)) - z0)
+            yield Step(phase="regularisation", consistency=_latent_error(inn, z0, z_y, gamma, levels)
+                       if method == "latent" else math.nan, space=("latent" if method == "latent" else "pixel"),
+                       latent=z0, **event)
+        if not last:
+            a_prev = alphas[int(timesteps[i + 1])].item()
+            eps = (z_t - math.sqrt(a) * z0) / math.sqrt(1 - a)
+            z_t = math.sqrt(a_prev) * z0 + math.sqrt(1 - a_prev) * eps
+    return decode(z0)
+
+
+def _latent_error(inn: LiftingINN, z0: torch.Tensor, z_y: torch.Tensor, gamma: torch.Tensor, levels: int) -> float:
+    with torch.no_grad():
+        return _rms(inn(z0, gamma, levels=levels)[0], z_y)
+
+
+def _refine(inn: LiftingINN, optimiser: torch.optim.Optimizer, estimate: torch.Tensor, target: torch.Tensor,
+            gamma: torch.Tensor, levels: int) -> float:
+    """One optimiser step on || g_c(estimate) - target ||^2: adapt the forward model to this image."""
+    with torch.enable_grad():
+        loss = F.mse_loss(inn(estimate.detach(), gamma, levels=levels)[0], target)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+    return math.sqrt(loss.item())
+
+
+def _dps_step(z0: torch.Tensor, prior: Prior, y: torch.Tensor, size: tuple[int, int],
+              strength: float) -> tuple[torch.Tensor, float]:
+    """DPS/PSLD-style guidance: a normalised gradient step on || bicubic_down(D(z0)) - y ||^2 through D."""
+    z = z0.detach().requires_grad_(True)
+    with torch.enable_grad():
+        x = prior.decode(z, grad=True)[..., : size[0], : size[1]]
+        residual = resize(x, tuple(y.shape[-2:]), "bicubic") - y
+        loss = residual.pow(2).sum()
+        (grad,) = torch.autograd.grad(loss, z)
+    # the step is scaled by the residual norm (as in DPS), so its size does not depend on the image size
+    step = strength * grad / (loss.detach().sqrt() + 1e-8)
+    return (z - step).detach(), _rms(residual.detach(), torch.zeros_like(residual))
+

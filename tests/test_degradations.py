@@ -1,0 +1,71 @@
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from latentindigo.degradations import Degradation, Summary, degrade, random_degradation
+
+
+@pytest.fixture
+def clean():
+    g = torch.Generator().manual_seed(0)
+    return torch.nn.functional.interpolate(torch.rand(1, 3, 16, 20, generator=g), size=(64, 80), mode="bicubic",
+                                           align_corners=False).clamp(0, 1)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7])
+def test_random_degradations_are_reproducible(clean, seed):
+    d1, d2 = random_degradation(seed, second_order=True), random_degradation(seed, second_order=True)
+    assert d1 == d2
+    torch.testing.assert_close(degrade(clean, d1), degrade(clean, d2), rtol=0, atol=0)
+
+
+def test_different_seeds_differ(clean):
+    a = degrade(clean, Degradation(scale=2, noise=10, seed=0))
+    b = degrade(clean, Degradation(scale=2, noise=10, seed=1))
+    assert (a - b).abs().mean() > 0.01
+
+
+@pytest.mark.parametrize("mode", ["bicubic", "bilinear", "area"])
+@pytest.mark.parametrize("scale", [2, 3, 4, 2.5])
+def test_downsampling_sizes(clean, mode, scale):
+    y = degrade(clean, Degradation(scale=scale, resize_mode=mode))
+    assert y.shape[-2:] == (round(64 / scale), round(80 / scale))
+    assert 0 <= y.min() and y.max() <= 1
+
+
+def test_each_operation_changes_the_image(clean):
+    plain = degrade(clean, Degradation())
+    torch.testing.assert_close(plain, clean)
+    for d in (Degradation(blur=1.5), Degradation(blur=2.0, blur_y=0.5, blur_angle=0.7), Degradation(noise=5),
+              Degradation(poisson_peak=50), Degradation(jpeg=30)):
+        assert (degrade(clean, d) - clean).abs().mean() > 1e-3, d
+
+
+def test_second_order_pass_shares_the_total_scale(clean):
+    d = random_degradation(3, scale=4, second_order=True)
+    assert d.second is not None
+    assert d.scale * d.second.scale == pytest.approx(4)
+    assert degrade(clean, d).shape[-2:] == (16, 20)
+    assert Summary.of(d).scale == pytest.approx(4)
+
+
+def test_noise_free_switches():
+    for seed in range(20):
+        d = random_degradation(seed, noise=False, jpeg=False, second_order=True)
+        for p in (d, d.second):
+            assert p.noise == 0 and p.poisson_peak == 0 and p.jpeg is None
+
+
+def test_degrade_cli(tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (40, 30), (200, 100, 50)).save(tmp_path / "in.png")
+    args = [sys.executable, "-m", "latentindigo", "degrade", str(tmp_path / "in.png"), "-o", str(tmp_path / "out.png"),
+            "--scale", "4", "--blur", "1.2", "--noise", "5", "--jpeg", "70", "--seed", "0"]
+    subprocess.run(args, check=True, capture_output=True)
+    first = (tmp_path / "out.png").read_bytes()
+    assert Image.open(tmp_path / "out.png").size == (10, 8)
+    subprocess.run(args, check=True, capture_output=True)
+    assert (tmp_path / "out.png").read_bytes() == first  # same seed, same file

@@ -1,0 +1,25 @@
+import pytest
+import torch
+
+from latentindigo.estimator import DegradationEstimator, decode_targets, encode_targets, jpeg_grid_features
+
+
+@pytest.mark.parametrize("size", [(1, 1), (7, 13), (64, 48), (600, 900)])
+def test_any_input_size_gives_one_embedding(size):
+    est = DegradationEstimator(gamma_dim=32).eval()
+    gamma, params = est(torch.rand(2, 3, *size))
+    assert gamma.shape == (2, 32) and params.shape == (2, 4)
+    assert torch.isfinite(gamma).all()
+
+
+def test_targets_round_trip():
+    t = torch.tensor(encode_targets(scale=4, blur=1.5, noise=10, jpeg=60))
+    e = decode_targets(t)
+    assert (e.scale, e.blur, e.noise, e.jpeg) == pytest.approx((4, 1.5, 10, 60))
+
+
+def test_jpeg_grid_features_see_8x8_blocks():
+    smooth = torch.rand(1, 3, 64, 64) * 0.01
+    blocky = smooth.clone()
+    blocky[..., :, 8::8] += 0.3  # a jump at every block border
+    assert jpeg_grid_features(blocky).max() > 2 * jpeg_grid_features(smooth).max()

@@ -1,0 +1,70 @@
+import numpy as np
+import pytest
+import pywt
+import torch
+
+from latentindigo.inn import LiftingINN, coarse_size, zero_details
+
+
+def randomised(inn: LiftingINN, seed: int = 0) -> LiftingINN:
+    """Give the (zero-initialised) lifting outputs random weights, as training would."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in inn.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    return inn.eval()
+
+
+@pytest.mark.parametrize("channels,size,levels", [(3, (37, 45), 2), (4, (17, 9), 3), (3, (64, 48), 1), (4, (1, 5), 2)])
+def test_exactly_invertible_at_odd_sizes(channels, size, levels):
+    inn = randomised(LiftingINN(channels=channels, levels=levels))
+    x = torch.rand(2, channels, *size)
+    gamma = torch.randn(2, inn.gamma_dim)
+    with torch.no_grad():
+        coarse, details = inn(x, gamma)
+        assert coarse.shape[-2:] == coarse_size(*size, levels)
+        assert len(details) == levels
+        back = inn.inverse(coarse, details, gamma, size)
+    assert back.shape == x.shape
+    assert (back - x).abs().max() < 1e-5
+    # the learned steps really do something: not a plain Haar transform any more
+    assert (coarse - LiftingINN(channels=channels, levels=levels)(x)[0]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("size", [(16, 24), (9, 11)])
+def test_fresh_network_is_haar(size):
+    inn = LiftingINN(channels=3, levels=1).double()
+    x = torch.rand(1, 3, *size, dtype=torch.float64)
+    with torch.no_grad():
+        coarse, (details,) = inn(x)
+    cA, (cH, cV, cD) = pywt.dwt2(x.numpy(), "haar", mode="symmetric", axes=(-2, -1))
+    # our coarse part is the 2x2 mean: PyWavelets' approximation / 2, and so are the details
+    np.testing.assert_allclose(coarse.numpy(), cA / 2, atol=1e-12)
+    horizontal, vertical, diagonal = details.chunk(3, dim=1)
+    for ours, theirs in ((horizontal, cH), (vertical, cV), (diagonal, cD)):
+        np.testing.assert_allclose(ours.numpy(), theirs / 2, atol=1e-12)
+
+
+def test_two_levels_of_haar_give_the_4x4_mean():
+    x = torch.rand(1, 4, 16, 16)
+    coarse, _ = LiftingINN(channels=4, levels=2)(x)
+    torch.testing.assert_close(coarse, torch.nn.functional.avg_pool2d(x, 4))
+
+
+def test_gamma_conditions_the_forward_model():
+    inn = randomised(LiftingINN(channels=3, levels=2))
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        a, _ = inn(x, torch.zeros(1, inn.gamma_dim))
+        b, _ = inn(x, torch.ones(1, inn.gamma_dim))
+        none, _ = inn(x, None)
+    assert (a - b).abs().max() > 1e-3
+    torch.testing.assert_close(a, none)  # no embedding = the zero embedding
+
+
+def test_zero_detail_inverse_upsamples_a_constant_exactly():
+    inn = LiftingINN(channels=3, levels=2)
+    coarse = torch.full((1, 3, 5, 7), 0.3)
+    out = inn.inverse(coarse, zero_details(coarse, (19, 27), 2), None, (19, 27))
+    assert out.shape[-2:] == (19, 27)
+    torch.testing.assert_close(out, torch.full_like(out, 0.3))

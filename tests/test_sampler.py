@@ -1,0 +1,110 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from latentindigo.imageio import UserError
+from latentindigo.inn import coarse_size
+from latentindigo.priors import tiled
+from latentindigo.sampler import METHODS, Done, Settings, Step, levels_for, restore, run
+from latentindigo.degradations import resize
+from latentindigo.imageio import to_tensor
+
+FAST = dict(steps=4, size=(301, 203))  # 45x37 -> 301x203: odd, non-integer scale
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_gives_the_requested_size(method, photo, tiny_prior, fresh_pixel_models):
+    done = run(photo, Settings(method=method, **FAST), tiny_prior, fresh_pixel_models)
+    assert done.image.size == (301, 203)
+    assert done.tensor.shape == (1, 3, 203, 301)
+    assert 0 <= done.tensor.min() and done.tensor.max() <= 1
+
+
+@pytest.mark.parametrize("method", ["latent", "pixel"])
+def test_output_is_consistent_with_the_input(method, photo, tiny_prior, fresh_pixel_models):
+    done = run(photo, Settings(method=method, **FAST), tiny_prior, fresh_pixel_models)
+    pixel = fresh_pixel_models
+    gamma, _ = pixel.estimator(to_tensor(photo))
+    levels = levels_for((203, 301), (37, 45))
+    y_coarse = resize(to_tensor(photo), coarse_size(203, 301, levels), "bicubic")
+    with torch.no_grad():
+        coarse, _ = pixel.inn(done.tensor, gamma, levels=levels)
+    assert (coarse - y_coarse).abs().max() < 1e-3
+    # the unguided baseline is not: guidance and final consistency are what make it so
+    sdedit = run(photo, Settings(method="sdedit", **FAST), tiny_prior, fresh_pixel_models)
+    with torch.no_grad():
+        assert (pixel.inn(sdedit.tensor, gamma, levels=levels)[0] - y_coarse).abs().max() > 1e-2
+
+
+def test_same_seed_same_output_other_seed_other_output(photo, tiny_prior, fresh_pixel_models):
+    a = run(photo, Settings(seed=3, **FAST), tiny_prior, fresh_pixel_models)
+    b = run(photo, Settings(seed=3, **FAST), tiny_prior, fresh_pixel_models)
+    c = run(photo, Settings(seed=4, **FAST), tiny_prior, fresh_pixel_models)
+    assert np.array_equal(np.asarray(a.image), np.asarray(b.image))
+    assert not np.array_equal(np.asarray(a.image), np.asarray(c.image))
+
+
+@pytest.mark.parametrize("method,phases", [("latent", ["guidance", "refinement", "regularisation"]),
+                                           ("pixel", ["guidance", "refinement", "regularisation"]),
+                                           ("sdedit", ["denoising"])])
+def test_events_arrive_in_order_with_all_phases(method, phases, photo, tiny_prior, fresh_pixel_models):
+    events = list(restore(photo, Settings(method=method, steps=6, reg_every=2, scale=2), tiny_prior,
+                          fresh_pixel_models))
+    steps, done = events[:-1], events[-1]
+    assert isinstance(done, Done) and all(isinstance(e, Step) for e in steps)
+    assert [e.step for e in steps] == sorted(e.step for e in steps)
+    assert steps[-1].step == steps[-1].total == 6
+    timesteps = [e.timestep for e in steps]
+    assert timesteps == sorted(timesteps, reverse=True) and timesteps[-1] == 0
+    assert {e.phase for e in steps} == set(phases)
+    for e in steps:  # within a step the phases come in the documented order
+        pass
+    order = [phases.index(e.phase) for e in steps if e.step == 2]
+    assert order == sorted(order)
+    assert steps[0].preview.size == done.image.size
+    assert all(np.isfinite(e.consistency) or e.phase == "regularisation" for e in steps)
+
+
+def test_no_refinement_no_regularisation(photo, tiny_prior, fresh_pixel_models):
+    events = list(restore(photo, Settings(steps=3, refine=False, reg_every=0, scale=2), tiny_prior,
+                          fresh_pixel_models))
+    assert {e.phase for e in events[:-1]} == {"guidance"}
+
+
+def test_refinement_starts_from_the_pretrained_weights_every_image(photo, tiny_prior, fresh_pixel_models):
+    before = {k: v.clone() for k, v in tiny_prior.latent_inn.state_dict().items()}
+    run(photo, Settings(steps=3, refine_lr=1e-2, scale=2), tiny_prior, fresh_pixel_models)
+    for k, v in tiny_prior.latent_inn.state_dict().items():
+        torch.testing.assert_close(v, before[k])
+
+
+def test_large_latents_are_tiled_without_seams(tiny_prior, fresh_pixel_models):
+    # tiny-random's native latent is 8x8: a 200x120 output has a 32x16 latent, i.e. several tiles
+    flat = Image.new("RGB", (50, 30), (120, 140, 160))
+    done = run(flat, Settings(steps=3, scale=4), tiny_prior, fresh_pixel_models)
+    assert done.image.size == (200, 120)
+    out = done.tensor[0]
+    # a constant input stays smooth: no jumps between neighbouring pixels anywhere (seams would be jumps)
+    jumps = max((out[:, 1:, :] - out[:, :-1, :]).abs().max(), (out[:, :, 1:] - out[:, :, :-1]).abs().max())
+    assert jumps < 2 / 255 + 1e-6
+
+
+def test_tiled_blending_is_exact_for_a_pointwise_function():
+    z = torch.randn(1, 4, 21, 37)
+    torch.testing.assert_close(tiled(lambda t: 2 * t + 1, z, tile=8), 2 * z + 1)
+
+
+@pytest.mark.parametrize("settings,message", [
+    (Settings(steps=0), "steps"),
+    (Settings(scale=9), "scale"),
+    (Settings(size=(10, 10)), "1x to 8x"),
+    (Settings(size=(100000, 100000)), "megapixels"),
+    (Settings(guidance=-1), "guidance"),
+    (Settings(method="magic"), "method"),
+    (Settings(start=0), "start"),
+])
+def test_bad_settings_are_one_line_errors(photo, settings, message):
+    with pytest.raises(UserError, match=message) as info:
+        settings.check(photo.width, photo.height)
+    assert "\n" not in str(info.value)
