@@ -58,6 +58,16 @@ def _restore(args: argparse.Namespace) -> None:
             bar.set_postfix(phase=event.phase, consistency=f"{event.consistency:.4f}")
 
 
+def _restore_dir(args: argparse.Namespace) -> None:
+    """Every image of a folder; run it under `accelerate launch` to split the files across processes/GPUs."""
+    from latentindigo.batch import restore_dir
+
+    summary = restore_dir(args.input_dir, args.output_dir, settings_from_args(args), prior_spec=args.prior,
+                          recursive=args.recursive, device=args.device, quiet=args.quiet)
+    if summary.exit_status:
+        sys.exit(summary.exit_status)  # 0: all restored or already done, 1: some images failed, 2: usage error
+
+
 def settings_from_args(args: argparse.Namespace):
     from latentindigo.sampler import Settings
 
@@ -109,6 +119,34 @@ def _train(args: argparse.Namespace) -> None:
     elif args.what == "inn" and args.space == "pixel":
         train.train_pixel_inn(args.data, args.out, steps=args.steps, batch=args.batch, crop=args.crop,
                               lr=args.lr, seed=args.seed, every=args.every)
+    elif args.what == "inn":
+        from latentindigo.priors import load_prior
+        from latentindigo.sampler import load_pixel_models
+
+        train.train_latent_inn(load_prior(args.prior), args.data / "train", args.out, load_pixel_models().estimator,
+                               steps=args.steps, batch=args.batch, crop=args.crop, lr=args.lr, seed=args.seed,
+                               every=args.every)
+    elif args.what == "unet":
+        train.train_unet(args.data, args.vae, args.out, steps=args.steps, batch=args.batch, lr=args.lr,
+                         seed=args.seed, every=args.every)
+
+
+def _calibrate(args: argparse.Namespace) -> None:
+    import shutil
+
+    from latentindigo.priors import ASSETS, latent_inn_cache_path
+    from latentindigo.sampler import load_pixel_models
+    from latentindigo.train import train_latent_inn
+
+    prior = load_prior_for(args)
+    target = latent_inn_cache_path(prior.vae)
+    run_folder = target.with_suffix(".run")  # checkpoints: an interrupted calibration resumes
+    info = train_latent_inn(prior, args.data or ASSETS / "calibration", run_folder, load_pixel_models().estimator,
+                            steps=args.steps, batch=args.batch, crop=args.crop, every=max(1, args.steps // 4))
+    shutil.move(run_folder / "latent_inn.safetensors", target)
+    shutil.rmtree(run_folder)
+    final = info["final"]
+    print(f"{target}: LatentINN error {final['error']:.4f} (Haar initialisation {final['haar_error']:.4f})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -132,8 +170,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_restore_options(p)
     p.set_defaults(run=_restore)
 
+    p = commands.add_parser("restore-dir", help="restore every image in a folder (resumable; accelerate launch "
+                            "splits it across processes)", description="Outputs OUT_DIR/sub/name.png and "
+                            "OUT_DIR/manifest.jsonl; existing outputs are skipped; failures go to "
+                            "OUT_DIR/errors.jsonl. Exit status 0: all ok, 1: some images failed, 2: usage error.")
+    p.add_argument("input_dir", type=Path, metavar="IN_DIR")
+    p.add_argument("output_dir", type=Path, metavar="OUT_DIR")
+    p.add_argument("--recursive", action="store_true", help="also restore the images in subfolders")
+    add_restore_options(p)
+    p.set_defaults(run=_restore_dir, device=None)  # device None: the process's accelerate device
+
     p = commands.add_parser("train", help="train the VAE, UNet or INNs of the bundled models (CPU, resumable)")
-    p.add_argument("what", choices=["vae", "inn"])
+    p.add_argument("what", choices=["vae", "unet", "inn"])
+    p.add_argument("--vae", type=Path, help="trained VAE folder (with 'unet')")
+    p.add_argument("--prior", default="mini", help="prior whose VAE the LatentINN is for (with 'inn --space latent')")
     p.add_argument("--space", choices=["pixel", "latent"], default="pixel", help="which INN (with 'inn')")
     p.add_argument("--data", type=Path, default=Path("data/photos"), help="photo set (scripts/build_photoset.py)")
     p.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, resumed if present")
@@ -146,6 +196,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--every", type=int, default=200, help="validate and checkpoint every N steps")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.set_defaults(run=_train)
+
+    p = commands.add_parser("calibrate", help="train the LatentINN for a prior's VAE and cache it")
+    p.add_argument("--prior", required=True, help="mini, tiny-random, sd21, a diffusers folder or hub id")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--data", type=Path, help="folder of photos (default: the calibration set in assets/)")
+    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--crop", type=int, default=128, help="crop side in pixels")
+    p.set_defaults(run=_calibrate)
     return parser
 
 

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -22,6 +23,22 @@ from latentindigo.inn import LiftingINN
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 LATENT_INN_FILE = "latent_inn.safetensors"
+
+
+def vae_fingerprint(vae: torch.nn.Module) -> str:
+    """A hash of a VAE's config and weights: the key of its calibrated LatentINN in the cache."""
+    digest = hashlib.sha256(json.dumps(dict(vae.config), sort_keys=True, default=str).encode())
+    for name, tensor in sorted(vae.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:32]
+
+
+def latent_inn_cache_path(vae: torch.nn.Module) -> Path:
+    """Where `calibrate` stores the LatentINN of this VAE: in the Hugging Face cache folder."""
+    from huggingface_hub.constants import HF_HOME
+
+    return Path(HF_HOME) / "latentindigo" / "latent_inn" / f"{vae_fingerprint(vae)}.safetensors"
 
 
 @dataclass
@@ -37,6 +54,7 @@ class Prior:
     latent_inn_trained: bool
     context: torch.Tensor | None = None  # text embedding for conditional UNets
     negative_context: torch.Tensor | None = None
+    notice: str = ""  # shown to users, e.g. when the LatentINN falls back to its Haar initialisation
     encode_prompt: object = field(default=None, repr=False)  # prompt -> embedding, when a text encoder exists
     device: torch.device = torch.device("cpu")
     dtype: torch.dtype = torch.float32
@@ -134,7 +152,7 @@ def tiled(fn, z: torch.Tensor, tile: int, overlap: float = 0.25) -> torch.Tensor
 
 # ------------------------------------------------------------------------------------------- loading
 
-def _alphas(scheduler_config: dict) -> tuple[torch.Tensor, str]:
+def alphas_from_scheduler_config(scheduler_config: dict) -> tuple[torch.Tensor, str]:
     from diffusers import DDIMScheduler
 
     scheduler = DDIMScheduler.from_config(scheduler_config)
@@ -230,23 +248,30 @@ def load_prior(spec: str = "mini", device: str | torch.device = "cpu", dtype: to
             raise UserError(f"prior {spec!r}: no such folder" if spec != "mini" else
                              f"the bundled prior is missing from {folder}")
         vae, unet, scheduler, encode_prompt = _load_folder(folder, device, dtype)
-    vae.to(device, dtype).eval().requires_grad_(False)
-    unet.to(device, dtype).eval().requires_grad_(False)
+    for module in (vae, unet):
+        # (dtype only when it changes: diffusers warns about casting loaded models)
+        module.to(device) if module.dtype == dtype else module.to(device, dtype)
+        module.eval().requires_grad_(False)
     vae.enable_tiling()  # large images decode and encode in overlapping tiles; small ones are unaffected
-    alphas, prediction_type = _alphas(scheduler)
+    alphas, prediction_type = alphas_from_scheduler_config(scheduler)
 
     inn_path = Path(latent_inn) if latent_inn else (folder / LATENT_INN_FILE if folder else None)
-    if inn_path is not None and inn_path.exists():
+    if inn_path is None or not inn_path.exists():
+        inn_path = latent_inn_cache_path(vae)
+    notice = ""
+    if inn_path.exists():
         from latentindigo.weights import load_weights
 
         inn, trained = load_weights(LiftingINN, inn_path), True
     else:
         inn, trained = LiftingINN(channels=vae.config.latent_channels).eval(), False
+        notice = (f"no LatentINN is calibrated for the VAE of {spec!r}: using the Haar-initialised one "
+                  f"(run: python -m latentindigo calibrate --prior {spec})")
 
     context = None if encode_prompt else _random_context(unet, seed=0)
     prior = Prior(name=spec, vae=vae, unet=unet, alphas_cumprod=alphas, prediction_type=prediction_type,
                   latent_inn=inn, latent_inn_trained=trained, context=context, negative_context=context,
-                  encode_prompt=encode_prompt, device=device, dtype=dtype)
+                  encode_prompt=encode_prompt, device=device, dtype=dtype, notice=notice)
     if encode_prompt is not None:
         prior.set_prompt("")
     if context is not None:

@@ -23,6 +23,8 @@ from tqdm import tqdm
 from latentindigo.degradations import Degradation, Summary, degrade, random_degradation, resize
 from latentindigo.estimator import DegradationEstimator, encode_targets
 from latentindigo.inn import LiftingINN, coarse_size
+from latentindigo.metrics import psnr
+from latentindigo.priors import alphas_from_scheduler_config
 from latentindigo.weights import save_weights
 
 
@@ -104,11 +106,6 @@ class Checkpoint:
 
 def image_gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x[..., :, 1:] - x[..., :, :-1], x[..., 1:, :] - x[..., :-1, :]
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = F.mse_loss(a.clamp(0, 1), b.clamp(0, 1)).item()
-    return 10 * math.log10(1 / max(mse, 1e-12))
 
 
 def _run_loop(out: Path, modules: dict[str, torch.nn.Module], optimizer: torch.optim.Optimizer, steps: int,
@@ -260,10 +257,36 @@ def load_photos(folder: Path, side: int | None = None) -> list[torch.Tensor]:
     for path in sorted(Path(folder).glob("*.png")):
         image = Image.open(path).convert("RGB")
         if side:
-            left, top = (image.width - side) // 2, (image.height - side) // 2
-            image = image.crop((left, top, left + side, top + side))
+            s = min(side, image.width, image.height)
+            left, top = (image.width - s) // 2, (image.height - s) // 2
+            image = image.crop((left, top, left + s, top + s))
         out.append(torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)[None].float() / 255)
     return out
+
+
+def degraded_batch(crops: PhotoCrops, rng: np.random.Generator, batch: int, scale: float) -> dict:
+    """Random crops x, their random degradations y, y on the coarse grid and the parameter targets."""
+    xs, ys, coarse, targets = [], [], [], []
+    for _ in range(batch):
+        x = torch.from_numpy(np.asarray(crops.crop(rng)).copy()).permute(2, 0, 1)[None].float() / 255
+        y, y_coarse, d = degraded_pair(x, scale, int(rng.integers(2**31)), second_order=rng.random() < 0.3)
+        s = Summary.of(d)
+        xs.append(x), ys.append(y), coarse.append(y_coarse)
+        targets.append(encode_targets(s.scale, s.blur, s.noise, s.jpeg))
+    return {"x": torch.cat(xs), "y": torch.cat(ys), "y_coarse": torch.cat(coarse), "targets": torch.tensor(targets),
+            "levels": levels_for_scale(scale)}
+
+
+def pixel_inn_loss(inn: LiftingINN, estimator: DegradationEstimator, batch: dict, detail_weight: float = 0.01,
+                   aux_weight: float = 0.1) -> tuple[torch.Tensor, dict]:
+    """|| g_c(x, F(y)) - y_J ||_1 + a penalty on detail magnitudes + the parameter head's regression."""
+    gamma, predicted = estimator(batch["y"])
+    c, details = inn(batch["x"], gamma, levels=batch["levels"])
+    fit = F.l1_loss(c, batch["y_coarse"])
+    detail = sum(d.abs().mean() for d in details) / len(details)
+    aux = F.mse_loss(predicted, batch["targets"])
+    loss = fit + detail_weight * detail + aux_weight * aux
+    return loss, {"fit": fit.item(), "detail": detail.item(), "aux": aux.item()}
 
 
 def train_pixel_inn(data: Path, out: Path, steps: int = 4000, batch: int = 12, crop: int = 96,
@@ -281,22 +304,7 @@ def train_pixel_inn(data: Path, out: Path, steps: int = 4000, batch: int = 12, c
 
     def loss_fn(step: int):
         scale = float(rng.choice([2, 2, 3, 4, 4]))
-        xs, ys, coarse, targets = [], [], [], []
-        for _ in range(batch):
-            crop_image = train.crop(rng)
-            x = torch.from_numpy(np.asarray(crop_image).copy()).permute(2, 0, 1)[None].float() / 255
-            y, y_coarse, d = degraded_pair(x, scale, int(rng.integers(2**31)), second_order=rng.random() < 0.3)
-            s = Summary.of(d)
-            xs.append(x), ys.append(y), coarse.append(y_coarse)
-            targets.append(encode_targets(s.scale, s.blur, s.noise, s.jpeg))
-        x, y, y_coarse = torch.cat(xs), torch.cat(ys), torch.cat(coarse)
-        gamma, predicted = estimator(y)
-        c, details = inn(x, gamma, levels=levels_for_scale(scale))
-        fit = F.l1_loss(c, y_coarse)
-        detail = sum(d.abs().mean() for d in details) / len(details)
-        aux = F.mse_loss(predicted, torch.tensor(targets))
-        loss = fit + detail_weight * detail + aux_weight * aux
-        return loss, {"fit": fit.item(), "detail": detail.item(), "aux": aux.item()}
+        return pixel_inn_loss(inn, estimator, degraded_batch(train, rng, batch, scale), detail_weight, aux_weight)
 
     def validate() -> dict:
         return {**inn_validation(inn, estimator, val_photos, seeds=range(10_000, 10_002)),
@@ -309,3 +317,135 @@ def train_pixel_inn(data: Path, out: Path, steps: int = 4000, batch: int = 12, c
     save_weights(inn, out / "pixel_inn.safetensors", steps=info["step"])
     save_weights(estimator, out / "estimator.safetensors", steps=info["step"])
     return info
+
+
+# ---------------------------------------------------------------------------------------------- UNet
+
+def unet_config(sample_size: int = 32) -> dict:
+    """A small unconditional UNet2DModel on 4-channel latents; attention at the two coarser levels."""
+    return dict(sample_size=sample_size, in_channels=4, out_channels=4, layers_per_block=1,
+                block_out_channels=[64, 128, 192], norm_num_groups=16, attention_head_dim=32,
+                down_block_types=["DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"],
+                up_block_types=["AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"])
+
+
+SCHEDULER_CONFIG = {"num_train_timesteps": 1000, "beta_schedule": "scaled_linear", "beta_start": 0.00085,
+                    "beta_end": 0.012, "prediction_type": "epsilon", "clip_sample": False,
+                    "set_alpha_to_one": False, "steps_offset": 1}
+
+
+@torch.no_grad()
+def latent_bank(vae, data: Path, count: int, crop: int, seed: int = 0) -> torch.Tensor:
+    """Unscaled VAE latents (posterior means) of `count` random crops of the training photos."""
+    crops, rng = PhotoCrops(data / "train", crop), np.random.default_rng(seed)
+    out = []
+    for start in tqdm(range(0, count, 16), desc="encoding crops"):
+        x = crops.batch(rng, min(16, count - start))
+        out.append(vae.encode(x * 2 - 1).latent_dist.mean)
+    return torch.cat(out)
+
+
+def train_unet(data: Path, vae_folder: Path, out: Path, steps: int = 8000, batch: int = 16, latents: int = 3000,
+               lr: float = 3e-4, seed: int = 0, every: int = 500) -> dict:
+    """Train the denoiser on latents of the trained VAE. Low noise levels are drawn more often: the
+    restoration sampler starts from a restored estimate at about 40 % noise, not from pure noise."""
+    from diffusers import AutoencoderKL, UNet2DModel
+
+    torch.manual_seed(seed)
+    vae = AutoencoderKL.from_pretrained(vae_folder).eval()
+    bank_path = out / "latents.safetensors"
+    if bank_path.exists():
+        bank = load_file(bank_path)["latents"]
+    else:
+        bank = latent_bank(vae, data, latents, crop=8 * unet_config()["sample_size"], seed=seed)
+        out.mkdir(parents=True, exist_ok=True)
+        save_file({"latents": bank.contiguous()}, bank_path)
+    scaling = float(1 / bank.std())
+    unet = UNet2DModel(**unet_config())
+    alphas = alphas_from_scheduler_config(SCHEDULER_CONFIG)[0].float()
+    val_bank = bank[:64] * scaling
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.01)
+    rng = np.random.default_rng(seed)
+
+    def noisy(z0: torch.Tensor, g: torch.Generator | None = None):
+        n = len(z0)
+        low = torch.randint(0, 500, (n,), generator=g)
+        high = torch.randint(0, 1000, (n,), generator=g)
+        t = torch.where(torch.rand(n, generator=g) < 0.7, low, high)
+        eps = torch.randn(z0.shape, generator=g)
+        a = alphas[t].view(-1, 1, 1, 1)
+        return a.sqrt() * z0 + (1 - a).sqrt() * eps, t, eps
+
+    def loss_fn(step: int):
+        z0 = bank[torch.from_numpy(rng.integers(len(bank), size=batch))] * scaling
+        if rng.random() < 0.5:
+            z0 = z0.flip(-1)
+        z_t, t, eps = noisy(z0)
+        loss = F.mse_loss(unet(z_t, t).sample, eps)
+        return loss, {"mse": loss.item()}
+
+    def validate() -> dict:
+        z_t, t, eps = noisy(val_bank, torch.Generator().manual_seed(0))
+        return {"mse": round(F.mse_loss(unet(z_t, t).sample, eps).item(), 5)}
+
+    settings = dict(batch=batch, lr=lr, seed=seed, latents=latents, scaling_factor=scaling, config=unet_config())
+    info = _run_loop(out, {"unet": unet}, optimizer, steps, loss_fn, settings, validate, every)
+    unet.save_pretrained(out / "unet")
+    return info
+
+
+# ------------------------------------------------------------------------------------------ LatentINN
+
+def train_latent_inn(prior, data: Path, out: Path, estimator: DegradationEstimator, steps: int = 1500,
+                     batch: int = 8, crop: int = 128, lr: float = 5e-4, detail_weight: float = 0.01, seed: int = 0,
+                     every: int = 250) -> dict:
+    """Fit the LatentINN to one VAE: || g_c(E(x), F(y)) - E(y_J) ||_1 with F frozen (shared with the PixelINN).
+
+    `data` is a folder of photos (the training split, or the compact calibration set in assets/)."""
+    torch.manual_seed(seed)
+    inn = LiftingINN(channels=prior.latent_channels, gamma_dim=estimator.config["gamma_dim"])
+    crops = PhotoCrops(data, crop)
+    rng = np.random.default_rng(seed)
+    estimator = estimator.eval().requires_grad_(False)
+    val_rng = np.random.default_rng(seed + 1)
+    val_batches = [latent_pairs(prior, crops, estimator, val_rng, batch, scale) for scale in (2, 4)]
+    optimizer = torch.optim.Adam(inn.parameters(), lr=lr)
+
+    def loss_fn(step: int):
+        scale = int(rng.choice([2, 4]))
+        z, z_y, gamma = latent_pairs(prior, crops, estimator, rng, batch, scale)
+        c, details = inn(z, gamma, levels=levels_for_scale(scale))
+        fit = F.l1_loss(c, z_y)
+        detail = sum(d.abs().mean() for d in details) / len(details)
+        return fit + detail_weight * detail, {"fit": fit.item(), "detail": detail.item()}
+
+    def validate() -> dict:
+        return latent_fit(inn, val_batches)
+
+    settings = dict(batch=batch, crop=crop, lr=lr, detail_weight=detail_weight, seed=seed, inn=inn.config,
+                    prior=prior.name)
+    info = _run_loop(out, {"inn": inn}, optimizer, steps, loss_fn, settings, validate, every)
+    info["final"] = latent_fit(inn.eval(), val_batches)
+    save_weights(inn, out / "latent_inn.safetensors", steps=info["step"], validation=info["final"])
+    return info
+
+
+def latent_pairs(prior, crops: PhotoCrops, estimator: DegradationEstimator, rng: np.random.Generator, batch: int,
+                 scale: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(E(x), E(y_J), F(y)) for a batch of random crops under random degradations."""
+    b = degraded_batch(crops, rng, batch, scale)
+    with torch.no_grad():
+        gamma, _ = estimator(b["y"])
+        return prior.encode(b["x"]), prior.encode(b["y_coarse"]), gamma
+
+
+def latent_fit(inn: LiftingINN, batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> dict:
+    """Mean absolute error of the forward coarse part against E(y_J): trained network and Haar start."""
+    haar = LiftingINN(**inn.config).eval()
+    trained, plain = [], []
+    with torch.no_grad():
+        for z, z_y, gamma in batches:
+            levels = levels_for_scale(z.shape[-1] / z_y.shape[-1])
+            trained.append(F.l1_loss(inn(z, gamma, levels=levels)[0], z_y).item())
+            plain.append(F.l1_loss(haar(z, levels=levels)[0], z_y).item())
+    return {"error": round(float(np.mean(trained)), 5), "haar_error": round(float(np.mean(plain)), 5)}

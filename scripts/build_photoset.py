@@ -7,7 +7,8 @@ photo is ever trained on.
 
     python scripts/build_photoset.py --out data/photos
 
-writes `OUT/train/*.png`, `OUT/val/*.png` and the provenance list `assets/photoset.csv`.
+writes `OUT/train/*.png`, `OUT/val/*.png`, the provenance list `assets/photoset.csv` and the compact
+calibration set `assets/calibration/*.png` (the training split downsized, shipped for `calibrate`).
 """
 
 from __future__ import annotations
@@ -111,6 +112,8 @@ def main() -> None:
     parser.add_argument("--provenance", type=Path, default=Path("assets/photoset.csv"))
     parser.add_argument("--debs", type=Path, help="folder with the two packages already unpacked (by name)")
     parser.add_argument("--short-side", type=int, default=768, help="downscale training photos to this")
+    parser.add_argument("--calibration", type=Path, default=Path("assets/calibration"))
+    parser.add_argument("--calibration-side", type=int, default=256, help="short side of calibration photos")
     args = parser.parse_args()
 
     rows = []
@@ -121,6 +124,9 @@ def main() -> None:
         path = args.out / split / f"{name}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         image.save(path)
+        if split == "train":
+            args.calibration.mkdir(parents=True, exist_ok=True)
+            _shrink(image, args.calibration_side).save(args.calibration / f"{name}.png", optimize=True)
         rows.append({"name": name, "split": split, "width": image.width, "height": image.height,
                      "source": source, "author": author, "licence": licence})
         print(f"{split:5s} {name:18s} {image.width}x{image.height}  {licence}")

@@ -1,0 +1,722 @@
+"""LatentINDIGO demo: restore low-quality photos in the browser, or through the API.
+
+    python app.py                                     # http://127.0.0.1:7860 with the bundled `mini` prior
+    python app.py --prior tiny-random --port 7861     # tiny random prior (tests, UI work), another port
+    python app.py --prior ./my-prior --host 0.0.0.0   # a diffusers folder, served to the network
+
+Tabs: Restore (one photo, with a live preview of the sampler), Compare (one photo and seed through several
+methods), Degradation lab (degrade a clean photo, restore it, PSNR/SSIM against the original).
+API endpoints: /restore and /compare stream their updates, /lab, /stop (ends this session's run).
+Every option has an environment variable too: `python app.py --help`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import math
+import os
+import random
+import shutil
+import tempfile
+import threading
+import time
+import traceback
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+import torch
+from PIL import Image
+
+from latentindigo.degradations import Degradation, degrade, scaled_size
+from latentindigo.imageio import UserError, load_image, save_png, to_image, to_tensor
+from latentindigo.metrics import psnr, ssim
+from latentindigo.priors import ASSETS, Prior, load_prior
+from latentindigo.sampler import DIFFUSION_METHODS, MAX_OUTPUT_PIXELS, MAX_SCALE, Done, Settings, load_pixel_models
+from latentindigo.sampler import restore as sample
+
+EXAMPLES = ASSETS / "examples"
+DEFAULT = Settings()  # the library's defaults are the controls' defaults
+
+# Priors the dropdown offers by name, when they can be loaded here: name -> (label, available?).
+# Adding one (e.g. "sd21") is one line; any other spec comes in through --prior or LATENTINDIGO_PRIORS.
+NAMED_PRIORS = {
+    "mini": ("mini (bundled, runs on a CPU)", lambda: (ASSETS / "mini").is_dir()),
+}
+MODES = [("LatentINN", "latent"), ("PixelINN", "pixel")]  # restore tab: where the INN guides
+METHOD_NAMES = {"latent": "LatentINN", "pixel": "PixelINN", "inn": "INN only", "bicubic": "bicubic",
+                "sdedit": "SDEdit", "dps": "DPS"}
+COMPARE_METHODS = ("latent", "pixel", "inn", "bicubic", "sdedit")
+PHASE_COLOURS = {"guidance": "#4f46e5", "refinement": "#f59e0b", "regularisation": "#10b981",
+                 "denoising": "#6b7280"}
+MAX_UPLOAD = "64mb"
+UPDATE_EVERY = 0.25  # seconds between streamed status/plot updates (previews and the result always go)
+LOCK_WAIT = 600  # seconds a job waits for the device before giving up (the queue normally prevents waiting)
+
+
+# ------------------------------------------------------------------------------------------- configuration
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    env = os.environ.get
+    p = argparse.ArgumentParser(description="LatentINDIGO demo (Gradio). Flags win over environment variables.")
+    p.add_argument("--host", default=env("GRADIO_SERVER_NAME", "127.0.0.1"),
+                   help="address to serve on, 0.0.0.0 for every interface (env GRADIO_SERVER_NAME; 127.0.0.1)")
+    p.add_argument("--port", type=int, default=env("GRADIO_SERVER_PORT", "7860"),
+                   help="port (env GRADIO_SERVER_PORT; 7860)")
+    p.add_argument("--prior", action="append", metavar="SPEC",
+                   help="offer this prior too: a diffusers folder, a hub id, tiny-random or sd21-random; repeatable, "
+                        "the first is the default (env LATENTINDIGO_PRIORS, comma-separated)")
+    p.add_argument("--device", default=env("LATENTINDIGO_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu"),
+                   help="torch device of the priors (env LATENTINDIGO_DEVICE; cuda when available, else cpu)")
+    p.add_argument("--max-queue", type=int, default=env("LATENTINDIGO_MAX_QUEUE", "16"),
+                   help="jobs that may wait for the device; more are turned away (env LATENTINDIGO_MAX_QUEUE; 16)")
+    args = p.parse_args(argv)
+    if args.prior is None:
+        args.prior = [s.strip() for s in env("LATENTINDIGO_PRIORS", "").split(",") if s.strip()]
+    if args.max_queue < 1:
+        p.error("--max-queue must be at least 1")
+    return args
+
+
+def offered_priors(extra: list[str]) -> list[tuple[str, str]]:
+    """Dropdown choices (label, spec): the flags' specs first (the first is the default), then the named
+    priors that are installed (`mini` is missing while it is being trained)."""
+    choices = {spec: spec for spec in extra}
+    for name, (label, available) in NAMED_PRIORS.items():
+        if name not in choices and available():
+            choices[name] = label
+        elif name in choices:
+            choices[name] = label
+    return [(label, spec) for spec, label in choices.items()]
+
+
+class Models:
+    """Priors loaded on first use and kept, one per spec, and the device's lock: one job at a time."""
+
+    def __init__(self, specs: list[str], device: str):
+        self.specs, self.device = specs, device
+        self.default = specs[0] if specs else None
+        # held for a whole job; a Lock, not an RLock: gradio resumes a generator, or closes it when the run
+        # is cancelled, on whichever thread it likes, and the release must work from there
+        self.lock = threading.Lock()
+        self._loading = threading.Lock()
+        self._priors: dict[str, Prior] = {}
+
+    def prior(self, spec: str | None) -> Prior:
+        if not spec:
+            raise UserError("no diffusion prior is available: start the app with --prior SPEC "
+                            "(the bundled mini prior is not installed)")
+        if spec not in self.specs:
+            raise UserError(f"unknown prior {spec!r}: start the app with --prior {spec}")
+        with self._loading:
+            if spec not in self._priors:
+                self._priors[spec] = load_prior(spec, device=self.device)
+            return self._priors[spec]
+
+    def loaded(self, spec: str) -> Prior | None:
+        return self._priors.get(spec)
+
+    def warm_up(self) -> None:
+        """Load the pixel models and the default prior in the background, so the first job starts at once."""
+        try:
+            load_pixel_models()
+            if self.default:
+                self.prior(self.default)
+        except Exception:  # the first job will report it
+            traceback.print_exc()
+
+
+MODELS = Models([], "cpu")  # replaced by build_demo
+
+
+# ------------------------------------------------------------------------------------------- jobs
+
+@dataclass
+class Job:
+    kind: str  # "restore", "compare" or "lab"
+    stop: threading.Event = field(default_factory=threading.Event)
+    step: int = 0
+    total: int = 0
+
+
+JOBS: dict[str, Job] = {}  # session -> its running job, for the Stop buttons and /stop
+
+
+@contextmanager
+def device_job(kind: str, request: gr.Request | None):
+    """Hold the device for one job, registered under the session so that Stop can end it at the next step.
+
+    The gradio queue already runs one job at a time (one concurrency group for all jobs); the lock also
+    covers a cancelled run whose last step is still finishing.
+    """
+    if not MODELS.lock.acquire(timeout=LOCK_WAIT):
+        raise gr.Error("the device is busy with another job, try again in a minute")
+    session = request.session_hash if request is not None else None
+    job = Job(kind)
+    if session:
+        JOBS[session] = job
+    try:
+        yield job
+    finally:
+        if session and JOBS.get(session) is job:
+            del JOBS[session]
+        MODELS.lock.release()
+
+
+def stop_job(kind: str | None, request: gr.Request | None) -> str | None:
+    """Ask this session's running job (of this kind) to stop at its next step; a status line, or None."""
+    job = JOBS.get(request.session_hash) if request is not None and request.session_hash else None
+    if job is None or (kind and job.kind != kind):
+        return None
+    job.stop.set()
+    return f"Stopped at step {job.step} of {job.total}." if job.total else "Stopped."
+
+
+def stopper(kind: str):
+    """The Stop button of one tab (it also cancels the tab's queued or running event)."""
+
+    def stop(request: gr.Request):
+        return stop_job(kind, request) or gr.skip()
+
+    return stop
+
+
+def stop(request: gr.Request) -> str:
+    """End this session's running job at its next step (gradio_client: call it from the job's Client)."""
+    return stop_job(None, request) or "Nothing is running."
+
+
+def user_errors(fn):
+    """Turn the library's UserError (a bad file, a bad setting) into a gr.Error with its one-line message,
+    and any other failure into a one-line gr.Error (with the traceback in the server log)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return (yield from fn(*args, **kwargs))
+        except gr.Error:
+            raise
+        except UserError as e:
+            raise gr.Error(str(e), print_exception=False) from None
+        except Exception as e:
+            traceback.print_exc()
+            message = " ".join(f"{type(e).__name__}: {e}".split())
+            raise gr.Error(f"the restoration failed ({message[:300]})", print_exception=False) from None
+
+    return wrapper
+
+
+# ------------------------------------------------------------------------------------------- inputs
+from gradio.events import Dependency
+
+class ImageInput(gr.Image):
+    """gr.Image that hands the function the uploaded file's path without decoding it (gr.Image would open it
+    with Pillow first), so that `load_image` checks it: size limit before decoding, EXIF, 16 bits, CMYK,
+    transparency, animations, and one-line messages for files it cannot read."""
+
+    is_template = True  # the frontend is gr.Image's
+
+    def preprocess(self, payload):
+        if payload is not None and payload.path and not (payload.url or "").startswith("data:"):
+            return payload.path
+        return super().preprocess(payload)
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+
+def in_range(component: gr.Slider | gr.Number, payload):
+    """Gradio's own range check says 'Value 0 is less than minimum value 1.'; this one names the control."""
+    name, low, high = component.label or "value", component.minimum, component.maximum
+    try:
+        value = float(payload)
+    except (TypeError, ValueError):
+        raise gr.Error(f"{name} must be a number, not {payload!r}", print_exception=False) from None
+    if not math.isfinite(value) or (low is not None and value < low) or (high is not None and value > high):
+        raise gr.Error(f"{name} must be between {low:g} and {high:g}, not {payload}", print_exception=False)
+    return payload
+
+
+class Slider(gr.Slider):
+    is_template = True
+
+    def preprocess(self, payload):
+        return super().preprocess(in_range(self, payload))
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+
+class Number(gr.Number):
+    is_template = True
+
+    def preprocess(self, payload):
+        return None if payload is None else super().preprocess(in_range(self, payload))
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+
+def read_photo(path: str | None) -> Image.Image:
+    if not path:
+        raise UserError("upload a photo first")
+    return load_image(path)
+
+
+def pick_seed(seed: float | None) -> int:
+    return random.randrange(2**31) if seed is None or seed < 0 else int(seed)
+
+
+def output_size(photo: Image.Image, width: float | None, height: float | None) -> tuple[int, int] | None:
+    """(width, height) from the width/height controls: both, or one (the other keeps the photo's aspect
+    ratio), or None when both are 0 (then the scale factor decides)."""
+    width, height = int(width or 0), int(height or 0)
+    if width and height:
+        return width, height
+    if width:
+        return width, max(1, round(width * photo.height / photo.width))
+    if height:
+        return max(1, round(height * photo.width / photo.height)), height
+    return None
+
+
+def size_hint(path: str | None, scale: float, width: float | None, height: float | None) -> str:
+    """'64x64 → 256x256 (0.07 MP)', read from the file's header only."""
+    limit = f"at most {MAX_OUTPUT_PIXELS / 1e6:.1f} MP, {MAX_SCALE:g}x"
+    try:
+        with Image.open(path) as photo:
+            out = output_size(photo, width, height) or Settings(scale=scale).output_size(*photo.size)
+            return f"{photo.width}x{photo.height} → {out[0]}x{out[1]} ({out[0] * out[1] / 1e6:.2f} MP; {limit})"
+    except Exception:  # no photo yet, or not an image: the restore will say so
+        return f"Output: {scale:g}x the input, or width x height ({limit})."
+
+
+def use_prompt(prior: Prior, prompt: str) -> None:
+    """Condition a text-conditioned prior on the prompt (reset to '' between jobs); others ignore it."""
+    if prior.encode_prompt is None:
+        if prompt and prompt.strip():
+            gr.Warning(f"The prior {prior.name!r} has no text encoder: the prompt is ignored.")
+        return
+    prior.set_prompt(prompt or "")
+
+
+def text_conditioned(spec: str | None) -> bool | None:
+    """Whether a prior takes a prompt, without loading it where possible (None: not known before loading)."""
+    if not spec:
+        return False
+    if (prior := MODELS.loaded(spec)) is not None:
+        return prior.encode_prompt is not None
+    folder = ASSETS / "mini" if spec == "mini" else Path(spec)
+    if folder.is_dir():
+        return (folder / "text_encoder").is_dir() and (folder / "unet").is_dir()
+    return False if spec in ("tiny-random", "sd21-random") else None
+
+
+def prompt_box(spec: str | None):
+    takes_prompt = text_conditioned(spec) is not False
+    return gr.Textbox(interactive=takes_prompt,
+                      placeholder="what the photo shows, e.g. 'a cat'" if takes_prompt else
+                      "this prior has no text encoder: no prompt")
+
+
+# ------------------------------------------------------------------------------------------- restore tab
+
+class PreviewPacer:
+    """When to decode a preview (a VAE decode each): at most every `interval` seconds and at most about
+    `share` of the run's time, but always at a few evenly spaced steps, so a fast run shows progress too."""
+
+    def __init__(self, total: int, interval: float = 0.5, share: float = 0.2, milestones: int = 4):
+        self.milestones = {math.ceil(total * k / milestones) for k in range(1, milestones)}
+        self.interval, self.share = interval, share
+        self.last_step, self.last_time, self.cost = 0, -math.inf, 0.0
+
+    def due(self, step: int) -> bool:
+        if step == self.last_step:  # one preview per step at most
+            return False
+        wait = max(self.interval, self.cost / self.share)
+        return step in self.milestones or time.perf_counter() - self.last_time >= wait
+
+    def decode(self, event) -> Image.Image:
+        t0 = time.perf_counter()
+        image = event.preview
+        self.last_time = time.perf_counter()
+        self.cost, self.last_step = self.last_time - t0, event.step
+        return image
+
+
+RESTORE_OUTPUTS = ("preview", "plot", "status", "result", "png", "seed", "estimate", "seconds")
+
+
+def restore_update(**values):
+    """One streamed update of the restore tab: the outputs not named are left as they are."""
+    return tuple(values.get(name, gr.skip()) for name in RESTORE_OUTPUTS)
+
+
+def consistency_plot(rows: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["step", "consistency", "phase"])
+
+
+@user_errors
+def restore(image: str | None, prior: str | None = None, mode: str = "latent", guidance: float = DEFAULT.guidance,
+            steps: int = DEFAULT.steps, scale: float = 4.0, width: int = 0, height: int = 0, seed: int = -1,
+            refine: bool = DEFAULT.refine, refine_lr: float = DEFAULT.refine_lr, reg_every: int = DEFAULT.reg_every,
+            reg_strength: float = DEFAULT.reg_strength, start: float = DEFAULT.start,
+            colour_fix: bool = DEFAULT.colour_fix, prompt: str = "", request: gr.Request = None,
+            progress=gr.Progress()):
+    """Restore one photo. Streams (preview, consistency plot, status, (before, after), PNG file, seed used,
+    estimated degradation, seconds); the last update carries the result."""
+    photo = read_photo(image)
+    size = output_size(photo, width, height)
+    settings = Settings(method=mode, steps=int(steps), guidance=float(guidance), start=float(start),
+                        refine=bool(refine), refine_lr=float(refine_lr), reg_every=int(reg_every),
+                        reg_strength=float(reg_strength), colour_fix=bool(colour_fix), seed=pick_seed(seed),
+                        size=size, scale=None if size else float(scale))
+    settings.check(photo.width, photo.height)
+    out_w, out_h = settings.output_size(photo.width, photo.height)
+    yield restore_update(preview=gr.Image(value=None, label="Live preview"), plot=consistency_plot([]),
+                         status=f"Waiting for the device… ({photo.width}x{photo.height} → {out_w}x{out_h}, "
+                                f"seed {settings.seed})",
+                         result=None, png=None, seed=settings.seed, estimate="", seconds=None)
+    folder = Path(tempfile.mkdtemp(prefix="latentindigo-"))
+    try:
+        with device_job("restore", request) as job:
+            yield restore_update(status=f"Loading the prior {prior}…")
+            diffusion_prior = MODELS.prior(prior)
+            use_prompt(diffusion_prior, prompt)
+            rows, pacer, last_update, done = [], None, 0.0, None
+            events = sample(photo, settings, diffusion_prior, load_pixel_models())
+            try:
+                for event in events:
+                    if isinstance(event, Done):
+                        done = event
+                        break
+                    if job.stop.is_set():
+                        yield restore_update(status=f"Stopped at step {job.step} of {job.total}; the preview shows "
+                                                    "the last estimate.")
+                        return
+                    job.step, job.total = event.step, event.total
+                    progress((event.step, event.total), desc=event.phase)
+                    if not math.isnan(event.consistency):
+                        rows.append(dict(step=event.step, consistency=event.consistency, phase=event.phase))
+                    pacer = pacer or PreviewPacer(event.total)
+                    preview = pacer.decode(event) if pacer.due(event.step) else None
+                    if preview is None and time.perf_counter() - last_update < UPDATE_EVERY:
+                        continue
+                    last_update = time.perf_counter()
+                    caption = f"Step {event.step}/{event.total} · {event.phase}"
+                    yield restore_update(
+                        preview=gr.Image(value=preview, label=f"Live preview: {caption}") if preview else gr.skip(),
+                        plot=consistency_plot(rows),
+                        status=f"**{caption}** · consistency error {event.consistency:.4f} ({event.space} space)")
+            finally:
+                events.close()  # a stopped or cancelled run must not go on sampling
+        png = save_png(done.image, folder / f"{Path(image).stem}-{mode}-seed{settings.seed}.png")
+        before = photo.resize(done.image.size, Image.BICUBIC)
+        note = "" if done.latent_inn_trained is not False else " (this prior ships no trained LatentINN)"
+        yield restore_update(
+            preview=gr.Image(value=done.image, label="Result"), plot=consistency_plot(rows),
+            status=f"**Done** in {done.seconds:.1f} s: {out_w}x{out_h}, {METHOD_NAMES[mode]}, prior {prior}, "
+                   f"seed {settings.seed}{note}.",
+            result=(before, done.image), png=str(png), seed=settings.seed, estimate=str(done.estimate),
+            seconds=round(done.seconds, 2))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)  # gradio has copied the PNG into its cache by now
+
+
+# ------------------------------------------------------------------------------------------- compare and lab
+
+def run_method(photo: Image.Image, settings: Settings, prior_spec: str | None, job: Job, progress, label: str):
+    """One method to the end (a generator of nothing, returning Done), or None when the job was stopped."""
+    diffusion_prior = None
+    if settings.method in DIFFUSION_METHODS:
+        diffusion_prior = MODELS.prior(prior_spec)
+        use_prompt(diffusion_prior, "")
+    events = sample(photo, settings, diffusion_prior, load_pixel_models())
+    try:
+        for event in events:
+            if isinstance(event, Done):
+                return event
+            if job.stop.is_set():
+                return None
+            job.step, job.total = event.step, event.total
+            progress((event.step, event.total), desc=f"{label}: {event.phase}")
+    finally:
+        events.close()
+    return None
+
+
+def results_table(rows: list[dict], scores: bool = False) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["method", "seconds"] + (["PSNR (dB)", "SSIM"] if scores else []))
+
+
+@user_errors
+def compare(image: str | None, methods: list[str] | None = None, prior: str | None = None,
+            steps: int = DEFAULT.steps, scale: float = 4.0, seed: int = -1, request: gr.Request = None,
+            progress=gr.Progress()):
+    """The same photo and seed through several methods. Streams (gallery, table, status)."""
+    photo = read_photo(image)
+    methods = list(methods or [])
+    if not methods:
+        raise UserError("choose at least one method")
+    seed = pick_seed(seed)
+    runs = [Settings(method=m, steps=int(steps), scale=float(scale), seed=seed) for m in methods]
+    for settings in runs:
+        settings.check(photo.width, photo.height)
+    gallery, rows = [], []
+    yield [], results_table([]), f"Waiting for the device… (seed {seed})"
+    with device_job("compare", request) as job:
+        for i, settings in enumerate(runs):
+            name = METHOD_NAMES[settings.method]
+            yield gr.skip(), gr.skip(), f"Running {name} ({i + 1} of {len(runs)}), seed {seed}…"
+            done = run_method(photo, settings, prior, job, progress, name)
+            if done is None:
+                yield gr.skip(), gr.skip(), f"Stopped during {name}."
+                return
+            gallery.append((done.image, f"{name} · {done.seconds:.1f} s"))
+            rows.append({"method": name, "seconds": round(done.seconds, 2)})
+            yield gallery, results_table(rows), f"{name} done in {done.seconds:.1f} s."
+    yield gr.skip(), gr.skip(), f"**Done**: {len(runs)} methods, seed {seed}, estimated degradation: {done.estimate}."
+
+
+@user_errors
+def lab(image: str | None, scale: float = 4.0, blur: float = 1.0, noise: float = 5.0, jpeg: int = 75,
+        degradation_seed: int = 0, methods: list[str] | None = None, prior: str | None = None,
+        steps: int = DEFAULT.steps, seed: int = 0, request: gr.Request = None, progress=gr.Progress()):
+    """Degrade a clean photo, restore it with several methods at its own size, and score each against it.
+    Streams (degraded photo, gallery, table, status)."""
+    clean = read_photo(image)
+    methods = list(methods or [])
+    if not methods:
+        raise UserError("choose at least one method")
+    d = Degradation(scale=float(scale), blur=float(blur), noise=float(noise), jpeg=None if jpeg >= 100 else int(jpeg),
+                    seed=int(degradation_seed))
+    low_h, low_w = scaled_size(clean.height, clean.width, d.scale)
+    seed = pick_seed(seed)
+    runs = [Settings(method=m, steps=int(steps), size=clean.size, seed=seed) for m in methods]
+    for settings in runs:  # before degrading: a photo too large to restore is refused at once
+        settings.check(low_w, low_h)
+    original = to_tensor(clean)
+    low = to_image(degrade(original, d))
+    gallery, rows = [], []
+    jpeg_text = "no JPEG" if d.jpeg is None else f"JPEG {d.jpeg}"
+    yield low, [], results_table([], scores=True), (f"Degraded {clean.width}x{clean.height} to {low.width}x{low.height} (x{scale:g}, "
+                                       f"blur {blur:g}, noise {noise:g}/255, {jpeg_text}); waiting for the device…")
+    with device_job("lab", request) as job:
+        for i, settings in enumerate(runs):
+            name = METHOD_NAMES[settings.method]
+            yield gr.skip(), gr.skip(), gr.skip(), f"Running {name} ({i + 1} of {len(runs)}), seed {seed}…"
+            done = run_method(low, settings, prior, job, progress, name)
+            if done is None:
+                yield gr.skip(), gr.skip(), gr.skip(), f"Stopped during {name}."
+                return
+            p, s = psnr(done.tensor, original), ssim(done.tensor, original)
+            gallery.append((done.image, f"{name} · PSNR {p:.2f} dB · SSIM {s:.3f}"))
+            rows.append({"method": name, "seconds": round(done.seconds, 2), "PSNR (dB)": round(p, 2),
+                         "SSIM": round(s, 4)})
+            yield gr.skip(), gallery, results_table(rows, scores=True), f"{name}: PSNR {p:.2f} dB, SSIM {s:.3f}."
+    best = max(rows, key=lambda r: r["PSNR (dB)"])
+    yield (gr.skip(), gr.skip(), gr.skip(),
+           f"**Done**, best PSNR: {best['method']}. The estimator saw: {done.estimate} "
+           f"(truth: x{scale:g}, blur {blur:g}, noise {noise:g}/255, {jpeg_text}).")
+
+
+# ------------------------------------------------------------------------------------------- the interface
+
+INTRO = """# LatentINDIGO
+Restore low-quality photos (blurred, downscaled, noisy, JPEG-compressed) with a latent diffusion prior guided by
+an invertible wavelet network: the INN keeps the photo's coarse content, the prior invents plausible detail.
+Upload a photo or pick an example, then press **Restore**."""
+
+
+def build_demo(specs: list[str], device: str = "cpu") -> gr.Blocks:
+    global MODELS
+    choices = offered_priors(specs)
+    MODELS = Models([spec for _, spec in choices], device)
+    notes = []
+    if "mini" in NAMED_PRIORS and not NAMED_PRIORS["mini"][1]():
+        notes.append("The bundled `mini` prior is not installed yet (`assets/mini`).")
+    if not choices:
+        notes.append("No diffusion prior is available: start the app with `--prior SPEC`. Only the INN and bicubic "
+                     "baselines (Compare and Degradation lab tabs) work.")
+    examples = sorted(EXAMPLES.glob("*.png"))
+    clean_examples = sorted((EXAMPLES / "clean").glob("*.png"))
+
+    def prior_dropdown():
+        return gr.Dropdown(choices, value=MODELS.default, label="Diffusion prior",
+                           info="More priors: start the app with --prior SPEC")
+
+    def methods_box(value):
+        return gr.CheckboxGroup([(METHOD_NAMES[m], m) for m in COMPARE_METHODS], value=value, label="Methods")
+
+    with gr.Blocks(title="LatentINDIGO", delete_cache=(3600, 4 * 3600)) as demo:
+        gr.Markdown(INTRO + "".join(f"\n\n> {note}" for note in notes))
+        with gr.Tabs():
+            # ---------------------------------------------------------------- restore
+            with gr.Tab("Restore", id="restore"):
+                with gr.Row():
+                    with gr.Column(scale=2, min_width=320):
+                        image = ImageInput(label="Low-quality photo", height=260, elem_id="input-image")
+                        if examples:
+                            gr.Examples([[str(p)] for p in examples], inputs=[image], label="Examples",
+                                        example_labels=[p.stem for p in examples])
+                        prior = prior_dropdown()
+                        mode = gr.Radio(MODES, value="latent", label="Mode",
+                                        info="where the INN enforces the photo's content: LatentINN never leaves "
+                                             "latent space (fast), PixelINN guides in pixels (decode + encode a step)")
+                        guidance = Slider(0, 2, value=DEFAULT.guidance, step=0.05, label="Guidance strength",
+                                          info="0: free prior, 1: the photo's coarse content replaces the estimate's")
+                        steps = Slider(1, 200, value=DEFAULT.steps, step=1, label="Steps")
+                        with gr.Row():
+                            scale = Slider(1, MAX_SCALE, value=4, step=0.5, label="Scale factor", min_width=160)
+                            width = Number(0, minimum=0, maximum=16384, precision=0, label="Width", min_width=80)
+                            height = Number(0, minimum=0, maximum=16384, precision=0, label="Height", min_width=80)
+                        hint = gr.Markdown(size_hint(None, 4, 0, 0), elem_id="size-hint")
+                        seed = Number(-1, minimum=-1, maximum=2**31 - 1, precision=0, label="Seed",
+                                      info="-1: a random seed (the one used is shown with the result)")
+                        with gr.Accordion("Advanced", open=False):
+                            with gr.Row():
+                                refine = gr.Checkbox(DEFAULT.refine, label="Refinement",
+                                                     info="adapt the INN to this photo while sampling")
+                                refine_lr = Number(DEFAULT.refine_lr, minimum=0, maximum=0.01,
+                                                   label="Refinement learning rate")
+                            with gr.Row():
+                                reg_every = Slider(0, 50, value=DEFAULT.reg_every, step=1,
+                                                   label="Regularise every N steps", info="0: off")
+                                reg_strength = Slider(0, 1, value=DEFAULT.reg_strength, step=0.05,
+                                                      label="Regularisation strength")
+                            start = Slider(0.05, 1, value=DEFAULT.start, step=0.05, label="Start strength",
+                                           info="noise level the sampler starts from: higher invents more")
+                            colour_fix = gr.Checkbox(DEFAULT.colour_fix, label="Colour fix",
+                                                     info="take the lowest wavelet band from the input")
+                            prompt = gr.Textbox(label="Prompt", max_length=500, lines=1,
+                                                info="text-conditioned priors only")
+                        with gr.Row():
+                            run_button = gr.Button("Restore", variant="primary", elem_id="restore-button")
+                            stop_button = gr.Button("Stop", variant="stop", elem_id="stop-button")
+                    with gr.Column(scale=3, min_width=360):
+                        status = gr.Markdown("Upload a photo and press **Restore**.", elem_id="status",
+                                             container=True, min_height=40)
+                        with gr.Row(equal_height=True):
+                            preview = gr.Image(label="Live preview", format="png", interactive=False, height=280,
+                                               elem_id="preview")
+                            plot = gr.LinePlot(consistency_plot([]), x="step", y="consistency", color="phase",
+                                               color_map=PHASE_COLOURS, label="Consistency error over steps",
+                                               y_title="RMS error", height=260, elem_id="consistency-plot")
+                        result = gr.ImageSlider(label="Before (bicubic) / after", format="png", interactive=False,
+                                                max_height=600, elem_id="result-slider")
+                        with gr.Row():
+                            png = gr.File(label="Download PNG", interactive=False, elem_id="download")
+                            with gr.Column():
+                                estimate = gr.Textbox(label="Estimated degradation", interactive=False)
+                                with gr.Row():
+                                    seed_used = gr.Number(label="Seed used", interactive=False, precision=0)
+                                    seconds = gr.Number(label="Time (s)", interactive=False)
+                restore_event = run_button.click(
+                    restore,
+                    inputs=[image, prior, mode, guidance, steps, scale, width, height, seed, refine, refine_lr,
+                            reg_every, reg_strength, start, colour_fix, prompt],
+                    outputs=[preview, plot, status, result, png, seed_used, estimate, seconds],
+                    api_name="restore", concurrency_limit=1, concurrency_id="device", show_progress="full",
+                    show_progress_on=[result])
+                stop_button.click(stopper("restore"), outputs=[status], queue=False,
+                                  cancels=[restore_event], api_visibility="private")
+                for control in (image, scale, width, height):
+                    control.change(size_hint, [image, scale, width, height], hint, queue=False,
+                                   show_progress="hidden", api_visibility="private")
+                prior.change(prompt_box, prior, prompt, queue=False, show_progress="hidden",
+                             api_visibility="private")
+                demo.load(prompt_box, prior, prompt, queue=False, show_progress="hidden", api_visibility="private")
+
+            # ---------------------------------------------------------------- compare
+            with gr.Tab("Compare", id="compare"):
+                with gr.Row():
+                    with gr.Column(scale=2, min_width=320):
+                        c_image = ImageInput(label="Low-quality photo", height=220, elem_id="compare-image")
+                        if examples:
+                            gr.Examples([[str(p)] for p in examples], inputs=[c_image], label="Examples",
+                                        example_labels=[p.stem for p in examples])
+                        c_methods = methods_box(list(COMPARE_METHODS))
+                        c_prior = prior_dropdown()
+                        c_steps = Slider(1, 200, value=DEFAULT.steps, step=1, label="Steps")
+                        c_scale = Slider(1, MAX_SCALE, value=4, step=0.5, label="Scale factor")
+                        c_seed = Number(-1, minimum=-1, maximum=2**31 - 1, precision=0, label="Seed",
+                                        info="one seed for every method; -1: random")
+                        with gr.Row():
+                            c_run = gr.Button("Compare", variant="primary", elem_id="compare-button")
+                            c_stop = gr.Button("Stop", variant="stop")
+                    with gr.Column(scale=3, min_width=360):
+                        c_status = gr.Markdown("Same photo, same seed, several methods.", container=True)
+                        c_gallery = gr.Gallery(label="Results", format="png", columns=3, height="auto",
+                                               elem_id="compare-gallery")
+                        c_table = gr.Dataframe(results_table([]), label="Times", interactive=False)
+                compare_event = c_run.click(
+                    compare, inputs=[c_image, c_methods, c_prior, c_steps, c_scale, c_seed],
+                    outputs=[c_gallery, c_table, c_status], api_name="compare", concurrency_limit=1,
+                    concurrency_id="device", show_progress_on=[c_gallery])
+                c_stop.click(stopper("compare"), outputs=[c_status], queue=False,
+                             cancels=[compare_event], api_visibility="private")
+
+            # ---------------------------------------------------------------- degradation lab
+            with gr.Tab("Degradation lab", id="lab"):
+                with gr.Row():
+                    with gr.Column(scale=2, min_width=320):
+                        l_image = ImageInput(label="Clean photo", height=220, elem_id="lab-image")
+                        if clean_examples:
+                            gr.Examples([[str(p)] for p in clean_examples], inputs=[l_image], label="Clean photos",
+                                        example_labels=[p.stem for p in clean_examples])
+                        with gr.Row():
+                            l_scale = Slider(1, MAX_SCALE, value=4, step=0.5, label="Downscale")
+                            l_blur = Slider(0, 5, value=1.0, step=0.1, label="Blur sigma",
+                                            info="pixels of the clean photo")
+                        with gr.Row():
+                            l_noise = Slider(0, 50, value=5, step=0.5, label="Noise", info="sigma, 8-bit levels")
+                            l_jpeg = Slider(10, 100, value=75, step=1, label="JPEG quality", info="100: no JPEG")
+                        l_dseed = Number(0, minimum=0, maximum=2**31 - 1, precision=0, label="Degradation seed")
+                        l_methods = methods_box(["latent", "inn", "bicubic"])
+                        l_prior = prior_dropdown()
+                        l_steps = Slider(1, 200, value=DEFAULT.steps, step=1, label="Steps")
+                        l_seed = Number(0, minimum=-1, maximum=2**31 - 1, precision=0, label="Seed",
+                                        info="-1: random")
+                        with gr.Row():
+                            l_run = gr.Button("Degrade and restore", variant="primary", elem_id="lab-button")
+                            l_stop = gr.Button("Stop", variant="stop")
+                    with gr.Column(scale=3, min_width=360):
+                        l_status = gr.Markdown("Degrade a clean photo, restore it at its own size, and score each "
+                                               "method against the original.", container=True)
+                        l_low = gr.Image(label="Degraded", format="png", interactive=False, height=200)
+                        l_gallery = gr.Gallery(label="Restored", format="png", columns=3, height="auto")
+                        l_table = gr.Dataframe(results_table([], scores=True), label="Scores against the original",
+                                               interactive=False)
+                lab_event = l_run.click(
+                    lab, inputs=[l_image, l_scale, l_blur, l_noise, l_jpeg, l_dseed, l_methods, l_prior, l_steps,
+                                 l_seed],
+                    outputs=[l_low, l_gallery, l_table, l_status], api_name="lab", concurrency_limit=1,
+                    concurrency_id="device", show_progress_on=[l_gallery])
+                l_stop.click(stopper("lab"), outputs=[l_status], queue=False,
+                             cancels=[lab_event], api_visibility="private")
+
+        gr.api(stop, api_name="stop", queue=False)
+    return demo
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    demo = build_demo(args.prior, args.device)
+    demo.queue(max_size=args.max_queue, default_concurrency_limit=1)
+    demo.launch(server_name=args.host, server_port=args.port, ssr_mode=False, max_file_size=MAX_UPLOAD,
+                allowed_paths=[str(EXAMPLES)], prevent_thread_lock=True, footer_links=["api", "gradio"])
+    threading.Thread(target=MODELS.warm_up, daemon=True, name="warm-up").start()
+    demo.block_thread()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""The command line: one-line errors for bad files and bad parameters, no tracebacks."""
+
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+
+def cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "latentindigo", *map(str, args)], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_help_lists_the_commands():
+    out = cli("--help").stdout
+    for command in ("degrade", "restore", "train", "calibrate"):
+        assert command in out
+
+
+@pytest.mark.parametrize("content,reason", [(b"", "empty"), (b"hello, not an image", "not"),
+                                            (b"<svg xmlns='http://www.w3.org/2000/svg'/>", "SVG")])
+def test_bad_files_get_one_line(tmp_path, content, reason):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(content)
+    result = cli("restore", bad, "-o", tmp_path / "out.png", "--method", "bicubic")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "bad.png" in lines[0] and reason.lower() in lines[0].lower()
+    assert not (tmp_path / "out.png").exists()
+
+
+@pytest.mark.parametrize("args,message", [(["--steps", "0"], "steps"), (["--scale", "20"], "scale"),
+                                          (["--size", "99999x99999"], "megapixels"),
+                                          (["--size", "10x10", "--scale", "2"], "not both")])
+def test_bad_parameters_get_one_line(tmp_path, args, message):
+    Image.new("RGB", (20, 16), "gray").save(tmp_path / "in.png")
+    result = cli("restore", tmp_path / "in.png", "-o", tmp_path / "out.png", "--method", "bicubic", *args)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
+
+
+def test_restore_writes_the_requested_size(tmp_path):
+    Image.new("RGB", (20, 16), "gray").save(tmp_path / "in.png")
+    result = cli("restore", tmp_path / "in.png", "-o", tmp_path / "out.png", "--method", "latent", "--prior",
+                 "tiny-random", "--steps", "2", "--size", "61x33", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert Image.open(tmp_path / "out.png").size == (61, 33)
