@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import inspect
 import math
 import os
 import random
@@ -35,6 +36,11 @@ import gradio as gr
 import pandas as pd
 from PIL import Image
 
+try:  # Hugging Face ZeroGPU: a GPU is attached only while a decorated job runs
+    import spaces
+except ImportError:
+    spaces = None
+
 if TYPE_CHECKING:
     from latentindigo.priors import Prior
 
@@ -50,13 +56,14 @@ MAX_SCALE = 8.0
 # Adding one (e.g. "sd21") is one line; any other spec comes in through --prior or LATENTINDIGO_PRIORS.
 NAMED_PRIORS = {
     "mini": ("mini (bundled, runs on a CPU)", lambda: (ASSETS / "mini").is_dir()),
+    # offered everywhere: without a network and a cached copy, choosing it says how to pre-download it
+    "sd21": ("Stable Diffusion 2.1-base (GPU; ~2.6 GB download on first use)", lambda: True),
 }
 MODES = [("LatentINN", "latent"), ("PixelINN", "pixel")]  # restore tab: where the INN guides
 METHOD_NAMES = {"latent": "LatentINN", "pixel": "PixelINN", "inn": "INN only", "bicubic": "bicubic",
                 "sdedit": "SDEdit", "dps": "DPS"}
 COMPARE_METHODS = ("latent", "pixel", "inn", "bicubic", "sdedit")
-PHASE_COLOURS = {"guidance": "#4f46e5", "refinement": "#f59e0b", "regularisation": "#10b981",
-                 "denoising": "#6b7280"}
+PHASE_COLOURS = {"guidance": "#4f46e5", "refinement": "#f59e0b", "regularisation": "#10b981"}
 MAX_UPLOAD = "64mb"
 UPDATE_EVERY = 0.25  # seconds between streamed status/plot updates (previews and the result always go)
 LOCK_WAIT = 600  # seconds a job waits for the device before giving up (the queue normally prevents waiting)
@@ -81,11 +88,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "0: torch's default)")
     p.add_argument("--max-queue", type=int, default=env("LATENTINDIGO_MAX_QUEUE", "16"),
                    help="jobs that may wait for the device; more are turned away (env LATENTINDIGO_MAX_QUEUE; 16)")
+    p.add_argument("--max-output-pixels", type=int, default=env("LATENTINDIGO_MAX_OUTPUT_PIXELS"),
+                   help="largest output a job may ask for (env LATENTINDIGO_MAX_OUTPUT_PIXELS; 4096x4096)")
     args = p.parse_args(argv)
     if args.prior is None:
         args.prior = [s.strip() for s in env("LATENTINDIGO_PRIORS", "").split(",") if s.strip()]
     if args.max_queue < 1:
         p.error("--max-queue must be at least 1")
+    if args.max_output_pixels is not None:
+        if args.max_output_pixels < 1:
+            p.error("--max-output-pixels must be positive")
+        os.environ["LATENTINDIGO_MAX_OUTPUT_PIXELS"] = str(args.max_output_pixels)  # read by Settings.check
     return args
 
 
@@ -119,10 +132,11 @@ class Models:
             self._device = "cuda" if torch.cuda.is_available() else "cpu"
         return self._device
 
-    def prior(self, spec: str | None) -> Prior:
+    def prior(self, spec: str | None = None) -> Prior:
         from latentindigo.imageio import UserError
         from latentindigo.priors import load_prior
 
+        spec = spec or self.default
         if not spec:
             raise UserError("no diffusion prior is available: start the app with --prior SPEC "
                             "(the bundled mini prior is not installed)")
@@ -133,8 +147,8 @@ class Models:
                 self._priors[spec] = load_prior(spec, device=self.device)
             return self._priors[spec]
 
-    def loaded(self, spec: str) -> Prior | None:
-        return self._priors.get(spec)
+    def loaded(self, spec: str | None) -> Prior | None:
+        return self._priors.get(spec or self.default)
 
     def warm_up(self) -> None:
         """Load the pixel models and the default prior in the background, so the first job starts at once."""
@@ -187,6 +201,17 @@ def device_job(kind: str, request: gr.Request | None):
         if session and JOBS.get(session) is job:
             del JOBS[session]
         MODELS.lock.release()
+
+
+@contextmanager
+def scratch_folder():
+    """A folder for one job's PNGs. Results are sent as files, not images: gradio copies a file into its cache
+    once, but re-encodes an image on every update, rewriting a file the browser may be reading."""
+    folder = Path(tempfile.mkdtemp(prefix="latentindigo-"))
+    try:
+        yield folder
+    finally:  # the job's last update has been sent, and its files copied, before the generator resumes
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def stop_job(kind: str | None, request: gr.Request | None) -> str | None:
@@ -262,7 +287,8 @@ def in_range(component: gr.Slider | gr.Number, payload):
     except (TypeError, ValueError):
         raise gr.Error(f"{name} must be a number, not {payload!r}", print_exception=False) from None
     if not math.isfinite(value) or (low is not None and value < low) or (high is not None and value > high):
-        raise gr.Error(f"{name} must be between {low:g} and {high:g}, not {payload}", print_exception=False)
+        low, high = (int(v) if float(v).is_integer() else v for v in (low, high))
+        raise gr.Error(f"{name} must be between {low} and {high}, not {payload}", print_exception=False)
     return payload
 
 
@@ -309,11 +335,11 @@ def size_hint(path: str | None, scale: float, width: float | None, height: float
     """'64x64 → 256x256 (0.07 MP, at most 16.8)', read from the file's header only."""
     try:
         with Image.open(path) as photo:
-            from latentindigo.sampler import MAX_OUTPUT_PIXELS, Settings
+            from latentindigo.sampler import Settings, max_output_pixels
 
             out = output_size(photo, width, height) or Settings(scale=scale).output_size(*photo.size)
             return (f"{photo.width}x{photo.height} → {out[0]}x{out[1]} ({out[0] * out[1] / 1e6:.2f} megapixels, "
-                    f"at most {MAX_OUTPUT_PIXELS / 1e6:.1f})")
+                    f"at most {max_output_pixels() / 1e6:.1f})")
     except Exception:  # no photo yet, or not an image: the restore will say so
         return f"Output: {scale:g}x the input, or width x height when given (0: from the scale factor)."
 
@@ -379,9 +405,16 @@ def restore_update(**values):
     return tuple(values.get(name, gr.skip()) for name in RESTORE_OUTPUTS)
 
 
-def consistency_plot(rows: list[dict]) -> pd.DataFrame:
-    # typed columns even when empty: the plot takes its axes' kinds (numbers, categories) from them
-    return pd.DataFrame(rows, columns=["step", "consistency", "phase"]).astype(
+def consistency_plot(rows: list[dict], phases: tuple[str, ...] | list[str] = ()) -> pd.DataFrame | None:
+    """The plot's data, or None when there is none yet.
+
+    Gradio 6.31's plot draws no line for a colour (phase) that was missing from its first data, nor anything
+    after an empty frame: so every phase the run will report starts with an empty (NaN) point.
+    """
+    if not rows:
+        return None
+    seeds = [{"step": rows[0]["step"], "consistency": math.nan, "phase": phase} for phase in phases]
+    return pd.DataFrame(seeds + rows, columns=["step", "consistency", "phase"]).astype(
         {"step": "int64", "consistency": "float64", "phase": "str"})
 
 
@@ -410,13 +443,14 @@ def restore(image: str | None, prior: str | None = None, mode: str = "latent", g
                          status=f"Waiting for the device… ({photo.width}x{photo.height} → {out_w}x{out_h}, "
                                 f"seed {settings.seed})",
                          result=None, png=None, seed=settings.seed, estimate="", seconds=None)
-    folder = Path(tempfile.mkdtemp(prefix="latentindigo-"))
-    try:
+    with scratch_folder() as folder:
         with device_job("restore", request) as job:
-            yield restore_update(status=f"Loading the prior {prior}…")
+            if MODELS.loaded(prior) is None:
+                yield restore_update(status=f"Loading the prior {prior or ''}…")
             diffusion_prior = MODELS.prior(prior)
             use_prompt(diffusion_prior, prompt)
             rows, pacer, last_update, done = [], None, 0.0, None
+            phases = ["guidance"] + ["refinement"] * settings.refine + ["regularisation"] * (settings.reg_every > 0)
             events = sample(photo, settings, diffusion_prior, load_pixel_models())
             try:
                 for event in events:
@@ -429,8 +463,7 @@ def restore(image: str | None, prior: str | None = None, mode: str = "latent", g
                         return
                     job.step, job.total = event.step, event.total
                     progress((event.step, event.total), desc=event.phase)
-                    if not math.isnan(event.consistency):
-                        rows.append(dict(step=event.step, consistency=event.consistency, phase=event.phase))
+                    rows.append({"step": event.step, "consistency": event.consistency, "phase": event.phase})
                     pacer = pacer or PreviewPacer(event.total)
                     preview = pacer.decode(event) if pacer.due(event.step) else None
                     if preview is None and time.perf_counter() - last_update < UPDATE_EVERY:
@@ -439,21 +472,19 @@ def restore(image: str | None, prior: str | None = None, mode: str = "latent", g
                     caption = f"Step {event.step}/{event.total} · {event.phase}"
                     yield restore_update(
                         preview=gr.Image(value=preview, label=f"Live preview: {caption}") if preview else gr.skip(),
-                        plot=consistency_plot(rows),
+                        plot=consistency_plot(rows, phases),
                         status=f"**{caption}** · consistency error {event.consistency:.4f} ({event.space} space)")
             finally:
                 events.close()  # a stopped or cancelled run must not go on sampling
-        png = save_png(done.image, folder / f"{Path(image).stem}-{mode}-seed{settings.seed}.png")
-        before = photo.resize(done.image.size, Image.BICUBIC)
-        note = "" if done.latent_inn_trained is not False else " (this prior ships no trained LatentINN)"
+        png = str(save_png(done.image, folder / f"{Path(image).stem}-{mode}-seed{settings.seed}.png"))
+        before = str(save_png(photo.resize(done.image.size, Image.BICUBIC), folder / "bicubic.png"))
+        note = f" ({diffusion_prior.notice})" if done.latent_inn_trained is False and diffusion_prior.notice else ""
         yield restore_update(
-            preview=gr.Image(value=done.image, label="Result"), plot=consistency_plot(rows),
-            status=f"**Done** in {done.seconds:.1f} s: {out_w}x{out_h}, {METHOD_NAMES[mode]}, prior {prior}, "
-                   f"seed {settings.seed}{note}.",
-            result=(before, done.image), png=str(png), seed=settings.seed, estimate=str(done.estimate),
+            preview=gr.Image(value=png, label="Result"), plot=consistency_plot(rows, phases),
+            status=f"**Done** in {done.seconds:.1f} s: {out_w}x{out_h}, {METHOD_NAMES[mode]}, "
+                   f"prior {diffusion_prior.name}, seed {settings.seed}{note}.",
+            result=(before, png), png=png, seed=settings.seed, estimate=str(done.estimate),
             seconds=round(done.seconds, 2))
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)  # gradio has copied the PNG into its cache by now
 
 
 # ------------------------------------------------------------------------------------------- compare and lab
@@ -490,7 +521,7 @@ def compare(image: str | None, methods: list[str] | None = None, prior: str | No
             steps: int = DEFAULT.steps, scale: float = 4.0, seed: int = -1, request: gr.Request = None,
             progress=gr.Progress()):
     """The same photo and seed through several methods. Streams (gallery, table, status)."""
-    from latentindigo.imageio import UserError
+    from latentindigo.imageio import UserError, save_png
     from latentindigo.sampler import Settings
 
     photo = read_photo(image)
@@ -503,7 +534,7 @@ def compare(image: str | None, methods: list[str] | None = None, prior: str | No
         settings.check(photo.width, photo.height)
     gallery, rows = [], []
     yield [], results_table([]), f"Waiting for the device… (seed {seed})"
-    with device_job("compare", request) as job:
+    with scratch_folder() as folder, device_job("compare", request) as job:
         for i, settings in enumerate(runs):
             name = METHOD_NAMES[settings.method]
             yield gr.skip(), gr.skip(), f"Running {name} ({i + 1} of {len(runs)}), seed {seed}…"
@@ -511,12 +542,13 @@ def compare(image: str | None, methods: list[str] | None = None, prior: str | No
             if done is None:
                 yield gr.skip(), gr.skip(), f"Stopped during {name}."
                 return
-            gallery.append((done.image, f"{name} · {done.seconds:.1f} s"))
+            png = save_png(done.image, folder / f"{settings.method}.png")
+            gallery.append((str(png), f"{name} · {done.seconds:.1f} s"))
             rows.append({"method": name, "seconds": round(done.seconds, 2)})
             yield gallery, results_table(rows), f"{name} done in {done.seconds:.1f} s."
-    # the last update carries everything, for API clients that only keep the final outputs
-    summary = f"**Done**: {len(runs)} methods, seed {seed}; estimated degradation: {done.estimate}."
-    yield gallery, results_table(rows), summary
+        # the last update carries everything, for API clients that only keep the final outputs
+        summary = f"**Done**: {len(runs)} methods, seed {seed}; estimated degradation: {done.estimate}."
+        yield gallery, results_table(rows), summary
 
 
 @user_errors
@@ -526,7 +558,7 @@ def lab(image: str | None, scale: float = 4.0, blur: float = 1.0, noise: float =
     """Degrade a clean photo, restore it with several methods at its own size, and score each against it.
     Streams (degraded photo, gallery, table, status)."""
     from latentindigo.degradations import Degradation, degrade, scaled_size
-    from latentindigo.imageio import UserError, to_image, to_tensor
+    from latentindigo.imageio import UserError, save_png, to_image, to_tensor
     from latentindigo.metrics import psnr, ssim
     from latentindigo.sampler import Settings
 
@@ -534,44 +566,76 @@ def lab(image: str | None, scale: float = 4.0, blur: float = 1.0, noise: float =
     methods = list(methods or [])
     if not methods:
         raise UserError("choose at least one method")
-    d = Degradation(scale=float(scale), blur=float(blur), noise=float(noise), jpeg=None if jpeg >= 100 else int(jpeg),
-                    seed=int(degradation_seed))
+    d = Degradation(scale=float(scale), blur=float(blur), noise=float(noise), seed=int(degradation_seed),
+                    jpeg=None if jpeg >= 100 else int(jpeg))
     low_h, low_w = scaled_size(clean.height, clean.width, d.scale)
     seed = pick_seed(seed)
     runs = [Settings(method=m, steps=int(steps), size=clean.size, seed=seed) for m in methods]
     for settings in runs:  # before degrading: a photo too large to restore is refused at once
         settings.check(low_w, low_h)
+    truth = f"x{scale:g}, blur {blur:g}, noise {noise:g}/255, " + ("no JPEG" if d.jpeg is None else f"JPEG {d.jpeg}")
     original = to_tensor(clean)
-    low = to_image(degrade(original, d))
     gallery, rows = [], []
-    jpeg_text = "no JPEG" if d.jpeg is None else f"JPEG {d.jpeg}"
-    yield low, [], results_table([], scores=True), (f"Degraded {clean.width}x{clean.height} to {low.width}x{low.height} (x{scale:g}, "
-                                       f"blur {blur:g}, noise {noise:g}/255, {jpeg_text}); waiting for the device…")
-    with device_job("lab", request) as job:
-        for i, settings in enumerate(runs):
-            name = METHOD_NAMES[settings.method]
-            yield gr.skip(), gr.skip(), gr.skip(), f"Running {name} ({i + 1} of {len(runs)}), seed {seed}…"
-            done = run_method(low, settings, prior, job, progress, name)
-            if done is None:
-                yield gr.skip(), gr.skip(), gr.skip(), f"Stopped during {name}."
-                return
-            p, s = psnr(done.tensor, original), ssim(done.tensor, original)
-            gallery.append((done.image, f"{name} · PSNR {p:.2f} dB · SSIM {s:.3f}"))
-            rows.append({"method": name, "seconds": round(done.seconds, 2), "PSNR (dB)": round(p, 2),
-                         "SSIM": round(s, 4)})
-            yield gr.skip(), gallery, results_table(rows, scores=True), f"{name}: PSNR {p:.2f} dB, SSIM {s:.3f}."
-    best = max(rows, key=lambda r: r["PSNR (dB)"])
-    summary = (f"**Done**, best PSNR: {best['method']}. The estimator saw: {done.estimate} "
-               f"(truth: x{scale:g}, blur {blur:g}, noise {noise:g}/255, {jpeg_text}).")
-    yield low, gallery, results_table(rows, scores=True), summary
+    with scratch_folder() as folder:
+        low = to_image(degrade(original, d))
+        low_png = str(save_png(low, folder / "degraded.png"))
+        degraded = f"Degraded {clean.width}x{clean.height} to {low.width}x{low.height} ({truth})"
+        yield low_png, [], results_table([], scores=True), f"{degraded}; waiting for the device…"
+        with device_job("lab", request) as job:
+            for i, settings in enumerate(runs):
+                name = METHOD_NAMES[settings.method]
+                yield gr.skip(), gr.skip(), gr.skip(), f"Running {name} ({i + 1} of {len(runs)}), seed {seed}…"
+                done = run_method(low, settings, prior, job, progress, name)
+                if done is None:
+                    yield gr.skip(), gr.skip(), gr.skip(), f"Stopped during {name}."
+                    return
+                p, s = psnr(done.tensor, original), ssim(done.tensor, original)
+                png = save_png(done.image, folder / f"{settings.method}.png")
+                gallery.append((str(png), f"{name} · PSNR {p:.2f} dB · SSIM {s:.3f}"))
+                rows.append({"method": name, "seconds": round(done.seconds, 2), "PSNR (dB)": round(p, 2),
+                             "SSIM": round(s, 4)})
+                yield gr.skip(), gallery, results_table(rows, scores=True), f"{name}: PSNR {p:.2f} dB, SSIM {s:.3f}."
+        best = max(rows, key=lambda r: r["PSNR (dB)"])
+        summary = f"**Done**, best PSNR: {best['method']}. The estimator saw: {done.estimate} (truth: {truth})."
+        yield low_png, gallery, results_table(rows, scores=True), summary
 
 
 # ------------------------------------------------------------------------------------------- the interface
+
+def gpu_seconds(fn):
+    """ZeroGPU duration of a job, from its steps, methods and output size (generous: a job that runs out of
+    GPU time fails, one that asks for less waits less in the ZeroGPU queue)."""
+    signature = inspect.signature(fn)
+
+    def estimate(*args, **kwargs) -> int:
+        a = signature.bind_partial(*args, **kwargs).arguments
+        try:
+            with Image.open(a["image"]) as photo:
+                pixels = photo.width * photo.height * float(a.get("scale") or 4.0) ** 2
+        except Exception:
+            pixels = 512 * 512
+        methods = a.get("methods") or [a.get("mode") or "latent"]
+        per_step = sum({"pixel": 0.25, "dps": 0.5}.get(m, 0.08) for m in methods)
+        steps = int(a.get("steps") or DEFAULT.steps)
+        return int(min(300, 20 + steps * per_step * max(1.0, pixels / 512**2)))
+
+    return estimate
+
+
+if spaces is not None:
+    restore, compare, lab = (spaces.GPU(duration=gpu_seconds(f))(f) for f in (restore, compare, lab))
+
 
 INTRO = """# LatentINDIGO
 Restore low-quality photos (blurred, downscaled, noisy, JPEG-compressed) with a latent diffusion prior guided by
 an invertible wavelet network: the INN keeps the photo's coarse content, the prior invents plausible detail.
 Upload a photo or pick an example, then press **Restore**."""
+# small photos (inputs, the degraded one) fill their box, with visible pixels
+CSS = """
+#input-image img, #compare-image img, #lab-image img, #lab-degraded img {
+    width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated;
+}
+"""
 
 
 def build_demo(specs: list[str], device: str | None = None, threads: int = 0) -> gr.Blocks:
@@ -634,7 +698,7 @@ def build_demo(specs: list[str], device: str | None = None, threads: int = 0) ->
                                            info="noise level the sampler starts from: higher invents more")
                             colour_fix = gr.Checkbox(DEFAULT.colour_fix, label="Colour fix",
                                                      info="take the lowest wavelet band from the input")
-                            prompt = gr.Textbox("", label="Prompt", max_length=500, lines=1,
+                            prompt = gr.Textbox("", label="Prompt", max_length=500, lines=1, elem_id="prompt",
                                                 info="text-conditioned priors only")
                         with gr.Row():
                             run_button = gr.Button("Restore", variant="primary", elem_id="restore-button")
@@ -647,7 +711,7 @@ def build_demo(specs: list[str], device: str | None = None, threads: int = 0) ->
                                                elem_id="preview")
                             plot = gr.LinePlot(consistency_plot([]), x="step", y="consistency", color="phase",
                                                color_map=PHASE_COLOURS, label="Consistency error over steps",
-                                               y_title="RMS error", height=260, elem_id="consistency-plot")
+                                               y_title="RMS error", elem_id="consistency-plot")
                         result = gr.ImageSlider(label="Before (bicubic) / after", format="png", interactive=False,
                                                 max_height=600, elem_id="result-slider")
                         with gr.Row():
@@ -683,7 +747,7 @@ def build_demo(specs: list[str], device: str | None = None, threads: int = 0) ->
                                         example_labels=[p.stem for p in examples])
                         c_methods = methods_box(list(COMPARE_METHODS))
                         c_prior = prior_dropdown()
-                        c_steps = Slider(1, 200, value=DEFAULT.steps, step=1, label="Steps")
+                        c_steps = Slider(1, 200, value=DEFAULT.steps, step=1, label="Steps", elem_id="compare-steps")
                         c_scale = Slider(1, MAX_SCALE, value=4, step=0.5, label="Scale factor")
                         c_seed = Number(-1, minimum=-1, maximum=2**31 - 1, precision=0, label="Seed",
                                         info="one seed for every method; -1: random")
@@ -691,9 +755,10 @@ def build_demo(specs: list[str], device: str | None = None, threads: int = 0) ->
                             c_run = gr.Button("Compare", variant="primary", elem_id="compare-button")
                             c_stop = gr.Button("Stop", variant="stop")
                     with gr.Column(scale=3, min_width=360):
-                        c_status = gr.Markdown("Same photo, same seed, several methods.", label="Status", container=True)
+                        c_status = gr.Markdown("Same photo, same seed, several methods.", label="Status",
+                                               container=True, elem_id="compare-status")
                         c_gallery = gr.Gallery(label="Results", format="png", columns=3, height="auto",
-                                               elem_id="compare-gallery")
+                                               object_fit="contain", elem_id="compare-gallery")
                         c_table = gr.Dataframe(results_table([]), label="Times", interactive=False)
                 compare_event = c_run.click(
                     compare, inputs=[c_image, c_methods, c_prior, c_steps, c_scale, c_seed],
@@ -720,7 +785,7 @@ def build_demo(specs: list[str], device: str | None = None, threads: int = 0) ->
                         l_dseed = Number(0, minimum=0, maximum=2**31 - 1, precision=0, label="Degradation seed")
                         l_methods = methods_box(["latent", "inn", "bicubic"])
                         l_prior = prior_dropdown()
-                        l_steps = Slider(1, 200, value=DEFAULT.steps, step=1, label="Steps")
+                        l_steps = Slider(1, 200, value=DEFAULT.steps, step=1, label="Steps", elem_id="lab-steps")
                         l_seed = Number(0, minimum=-1, maximum=2**31 - 1, precision=0, label="Seed",
                                         info="-1: random")
                         with gr.Row():
@@ -728,9 +793,12 @@ def build_demo(specs: list[str], device: str | None = None, threads: int = 0) ->
                             l_stop = gr.Button("Stop", variant="stop")
                     with gr.Column(scale=3, min_width=360):
                         l_status = gr.Markdown("Degrade a clean photo, restore it at its own size, and score each "
-                                               "method against the original.", label="Status", container=True)
-                        l_low = gr.Image(label="Degraded", format="png", interactive=False, height=200)
-                        l_gallery = gr.Gallery(label="Restored", format="png", columns=3, height="auto")
+                                               "method against the original.", label="Status", container=True,
+                                               elem_id="lab-status")
+                        l_low = gr.Image(label="Degraded", format="png", interactive=False, height=200,
+                                         elem_id="lab-degraded")
+                        l_gallery = gr.Gallery(label="Restored", format="png", columns=3, height="auto",
+                                               object_fit="contain", elem_id="lab-gallery")
                         l_table = gr.Dataframe(results_table([], scores=True), label="Scores against the original",
                                                interactive=False)
                 lab_event = l_run.click(
@@ -752,7 +820,7 @@ def main(argv: list[str] | None = None) -> None:
     demo = build_demo(args.prior, args.device, args.threads)
     demo.queue(max_size=args.max_queue, default_concurrency_limit=1)
     demo.launch(server_name=args.host, server_port=args.port, ssr_mode=False, max_file_size=MAX_UPLOAD,
-                allowed_paths=[str(EXAMPLES)], prevent_thread_lock=True, footer_links=["api", "gradio"])
+                allowed_paths=[str(EXAMPLES)], prevent_thread_lock=True, footer_links=["api", "gradio"], css=CSS)
     threading.Thread(target=MODELS.warm_up, daemon=True, name="warm-up").start()
     demo.block_thread()
 

@@ -76,13 +76,28 @@ def settings_from_args(args: argparse.Namespace):
     return Settings(method=args.method, steps=args.steps, guidance=args.guidance, start=args.start,
                     refine=not args.no_refine, refine_lr=args.refine_lr, reg_every=args.reg_every,
                     reg_strength=args.reg_strength, colour_fix=args.colour_fix, seed=args.seed, size=args.size,
-                    scale=args.scale)
+                    scale=args.scale, cfg_scale=args.cfg)
 
 
 def load_prior_for(args: argparse.Namespace):
+    import os
+
     from latentindigo.priors import load_prior
 
-    return load_prior(args.prior, device=args.device)
+    if getattr(args, "sd21_repo", None):
+        os.environ["LATENTINDIGO_SD21_REPO"] = args.sd21_repo
+    if getattr(args, "sd21_revision", None):
+        os.environ["LATENTINDIGO_SD21_REVISION"] = args.sd21_revision
+    prior = load_prior(args.prior, device=args.device, offload=getattr(args, "offload", False),
+                       compile=getattr(args, "compile", False))
+    if getattr(args, "prompt", None) is not None or getattr(args, "negative_prompt", None) is not None:
+        from latentindigo.priors import DEFAULT_NEGATIVE_PROMPT, DEFAULT_PROMPT
+
+        prior.set_prompt(args.prompt if args.prompt is not None else DEFAULT_PROMPT,
+                         args.negative_prompt if args.negative_prompt is not None else DEFAULT_NEGATIVE_PROMPT)
+    if prior.notice:
+        print(f"note: {prior.notice}", file=sys.stderr)
+    return prior
 
 
 def add_restore_options(p: argparse.ArgumentParser) -> None:
@@ -90,8 +105,16 @@ def add_restore_options(p: argparse.ArgumentParser) -> None:
 
     d = Settings()
     p.add_argument("--method", choices=METHODS, default=d.method, help="latent/pixel: LatentINDIGO; others: baselines")
-    p.add_argument("--prior", default="tiny-random", help="mini, tiny-random, sd21-random, a diffusers folder or hub id")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--prior", default="mini", help="mini (bundled), sd21, a diffusers folder or hub id[@revision], "
+                   "tiny-random or sd21-random")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--sd21-repo", help="hub repo of the sd21 spec (env LATENTINDIGO_SD21_REPO)")
+    p.add_argument("--sd21-revision", help="commit of the sd21 spec (env LATENTINDIGO_SD21_REVISION)")
+    p.add_argument("--offload", action="store_true", help="CUDA: keep models on the CPU until used (less memory)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the denoiser")
+    p.add_argument("--prompt", help="text-conditioned priors: the prompt (default: a neutral quality prompt)")
+    p.add_argument("--negative-prompt", help="text-conditioned priors: the negative prompt")
+    p.add_argument("--cfg", type=float, default=d.cfg_scale, help="classifier-free guidance scale (1: off)")
     p.add_argument("--steps", type=int, default=d.steps)
     p.add_argument("--guidance", type=float, default=d.guidance, help="guidance strength lambda (0-2)")
     p.add_argument("--start", type=float, default=d.start, help="start strength: noise level of the start (0-1]")
@@ -199,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("calibrate", help="train the LatentINN for a prior's VAE and cache it")
     p.add_argument("--prior", required=True, help="mini, tiny-random, sd21, a diffusers folder or hub id")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", help="default: cuda when available")
     p.add_argument("--data", type=Path, help="folder of photos (default: the calibration set in assets/)")
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--batch", type=int, default=8)

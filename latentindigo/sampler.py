@@ -38,7 +38,12 @@ from latentindigo.weights import load_weights
 
 METHODS = ("latent", "pixel", "bicubic", "inn", "sdedit", "dps")
 DIFFUSION_METHODS = ("latent", "pixel", "sdedit", "dps")
-MAX_OUTPUT_PIXELS = int(os.environ.get("LATENTINDIGO_MAX_OUTPUT_PIXELS", 4096 * 4096))
+MAX_OUTPUT_PIXELS = 4096 * 4096  # default; LATENTINDIGO_MAX_OUTPUT_PIXELS overrides it
+
+
+def max_output_pixels() -> int:
+    """The output pixel limit, read when it is checked so that a server can set it at start-up."""
+    return int(os.environ.get("LATENTINDIGO_MAX_OUTPUT_PIXELS", MAX_OUTPUT_PIXELS))
 MAX_SCALE = 8.0
 
 
@@ -67,8 +72,9 @@ class Settings:
         scale = self.scale or 4.0
         return max(1, round(width * scale)), max(1, round(height * scale))
 
-    def check(self, width: int, height: int, max_pixels: int = MAX_OUTPUT_PIXELS) -> None:
+    def check(self, width: int, height: int, max_pixels: int | None = None) -> None:
         """Raise UserError with a one-line message for settings a user got wrong."""
+        max_pixels = max_pixels or max_output_pixels()
         if self.method not in METHODS:
             raise UserError(f"method must be one of {', '.join(METHODS)}, not {self.method!r}")
         if self.steps < 1 or self.steps > 1000:
@@ -80,6 +86,8 @@ class Settings:
         if self.refine_lr < 0 or self.reg_every < 0 or not 0 <= self.reg_strength <= 1:
             raise UserError("refinement learning rate, regularisation period and strength must not be negative"
                              " (strength at most 1)")
+        if not 0 <= self.cfg_scale <= 30:
+            raise UserError(f"classifier-free guidance scale must be between 0 and 30, not {self.cfg_scale}")
         if self.scale is not None and not 1 <= self.scale <= MAX_SCALE:
             raise UserError(f"scale must be between 1 and {MAX_SCALE:g}, not {self.scale}")
         out_w, out_h = self.output_size(width, height)
@@ -147,7 +155,10 @@ def restore(image: Image.Image, settings: Settings, prior: Prior | None = None,
     if settings.method in DIFFUSION_METHODS and prior is None:
         raise UserError(f"method {settings.method!r} needs a diffusion prior")
     pixel = pixel or load_pixel_models()
-    y = to_tensor(image)
+    # everything runs where the prior runs (the small INNs follow it onto the GPU)
+    device = prior.device if prior is not None and settings.method in DIFFUSION_METHODS else torch.device("cpu")
+    pixel.inn.to(device), pixel.estimator.to(device)
+    y = to_tensor(image).to(device)
     width, height = settings.output_size(image.width, image.height)
     size = (height, width)
     gamma, estimate = pixel.estimator.estimate(y)
@@ -197,7 +208,7 @@ def final_consistency(x: torch.Tensor, y_coarse: torch.Tensor, inn: LiftingINN, 
         for _ in range(iterations):
             _, details = inn(x.clamp(0, 1), gamma, levels=levels)
             x = inn.inverse(y_coarse, details, gamma, tuple(x.shape[-2:]))
-            if x.min() > -1e-4 and x.max() < 1 + 1e-4:
+            if x.min() > -1e-3 and x.max() < 1 + 1e-3:  # clipping now moves no pixel by more than 1e-3
                 break
     return x.clamp(0, 1)
 
@@ -205,12 +216,13 @@ def final_consistency(x: torch.Tensor, y_coarse: torch.Tensor, inn: LiftingINN, 
 def wavelet_colour_fix(x: torch.Tensor, reference: torch.Tensor, levels: int) -> torch.Tensor:
     """Replace x's lowest wavelet band by the reference's: fixes colour casts, keeps x's detail."""
     levels = max(1, min(levels, pywt.dwtn_max_level(x.shape[-2:], "haar")))
-    out = x[0].numpy().copy()
+    image, ref = x[0].cpu().numpy(), reference[0].cpu().numpy()
+    out = image.copy()
     for c in range(3):
-        coeffs = pywt.wavedec2(x[0, c].numpy(), "haar", level=levels)
-        coeffs[0] = pywt.wavedec2(reference[0, c].numpy(), "haar", level=levels)[0]
+        coeffs = pywt.wavedec2(image[c], "haar", level=levels)
+        coeffs[0] = pywt.wavedec2(ref[c], "haar", level=levels)[0]
         out[c] = pywt.waverec2(coeffs, "haar")[: x.shape[-2], : x.shape[-1]]
-    return torch.from_numpy(out)[None]
+    return torch.from_numpy(out)[None].to(x.device)
 
 
 def _pad_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -244,7 +256,7 @@ def _diffuse(y, y_coarse, size, levels, gamma, settings: Settings, prior: Prior,
     timesteps = np.unique(np.linspace(t_start, 0, settings.steps).round().astype(int))[::-1]
     total = len(timesteps)
     g = torch.Generator().manual_seed(settings.seed)
-    noise = torch.randn(z_init.shape, generator=g)
+    noise = torch.randn(z_init.shape, generator=g).to(z_init.device)  # drawn on the CPU: same on every device
     a = alphas[t_start].item()
     z_t = math.sqrt(a) * z_init + math.sqrt(1 - a) * noise
     z0 = z_init
@@ -264,30 +276,32 @@ def _diffuse(y, y_coarse, size, levels, gamma, settings: Settings, prior: Prior,
             yield Step(phase="guidance", consistency=err, space="pixel", latent=z0, **event)
         elif method == "latent":
             with torch.no_grad():
-                _, details = inn(z0, gamma, levels=levels)
+                coarse, details = inn(z0, gamma, levels=levels)
                 z_inv = inn.inverse(z_y, details, gamma, tuple(z0.shape[-2:]))
             z0 = z0 + settings.guidance * (z_inv - z0)
-            yield Step(phase="guidance", consistency=_latent_error(inn, z0, z_y, gamma, levels), space="latent",
-                       latent=z0, **event)
+            # the error of the prior's prediction, before guidance corrected it: it shrinks as sampling converges
+            yield Step(phase="guidance", consistency=_rms(coarse, z_y), space="latent", latent=z0, **event)
             if optimiser:
                 err = _refine(inn, optimiser, z0, z_y, gamma, levels)
                 yield Step(phase="refinement", consistency=err, space="latent", latent=z0, **event)
         else:  # pixel
             x0 = prior.decode(z0)
             with torch.no_grad():
-                _, details = inn(x0, gamma, levels=levels)
+                coarse, details = inn(x0, gamma, levels=levels)
                 x_inv = inn.inverse(y_work, details, gamma, work).clamp(0, 1)
             z0 = z0 + settings.guidance * (prior.encode(x_inv) - z0)
-            yield Step(phase="guidance", consistency=_rms(x0, x_inv), space="pixel", latent=z0, **event)
+            yield Step(phase="guidance", consistency=_rms(coarse, y_work), space="pixel", latent=z0, **event)
             if optimiser:
                 err = _refine(inn, optimiser, x0, y_work, gamma, levels)
                 yield Step(phase="refinement", consistency=err, space="pixel", latent=z0, **event)
 
         last = i == total - 1
         if method in ("latent", "pixel") and settings.reg_every and (i + 1) % settings.reg_every == 0 and not last:
-            z0 = z0 + settings.reg_strength * (prior.encode(prior.decode(z0).clamp(0, 1)) - z0)
-            yield Step(phase="regularisation", consistency=_latent_error(inn, z0, z_y, gamma, levels)
-                       if method == "latent" else math.nan, space=("latent" if method == "latent" else "pixel"),
+            x0 = prior.decode(z0).clamp(0, 1)
+            z0 = z0 + settings.reg_strength * (prior.encode(x0) - z0)
+            err = (_latent_error(inn, z0, z_y, gamma, levels) if method == "latent" else
+                   _rms(inn(x0, gamma, levels=levels)[0].detach(), y_work))
+            yield Step(phase="regularisation", consistency=err, space=("latent" if method == "latent" else "pixel"),
                        latent=z0, **event)
         if not last:
             a_prev = alphas[int(timesteps[i + 1])].item()

@@ -72,12 +72,12 @@ class Checkpoint:
         return self.folder / "checkpoint.json"
 
     def save(self, modules: dict[str, torch.nn.Module], optimizer: torch.optim.Optimizer, info: dict) -> None:
-        tensors = {f"{name}.{k}": v.detach().contiguous() for name, m in modules.items()
+        tensors = {f"{name}.{k}": v.detach().cpu().contiguous() for name, m in modules.items()
                    for k, v in m.state_dict().items()}
         state = optimizer.state_dict()
         for pid, pstate in state["state"].items():
             for key, value in pstate.items():
-                tensors[f"optim.{pid}.{key}"] = torch.as_tensor(value).contiguous()
+                tensors[f"optim.{pid}.{key}"] = torch.as_tensor(value).cpu().contiguous()
         self.folder.mkdir(parents=True, exist_ok=True)
         # write-then-rename so an interrupted save never leaves a corrupt checkpoint behind
         save_file(tensors, self.weights.with_suffix(".tmp"))
@@ -264,12 +264,15 @@ def load_photos(folder: Path, side: int | None = None) -> list[torch.Tensor]:
     return out
 
 
-def degraded_batch(crops: PhotoCrops, rng: np.random.Generator, batch: int, scale: float) -> dict:
-    """Random crops x, their random degradations y, y on the coarse grid and the parameter targets."""
+def degraded_batch(crops: PhotoCrops, rng: np.random.Generator, batch: int, scale: float,
+                   clean: bool = False) -> dict:
+    """Random crops x, their random degradations y (noise- and JPEG-free if `clean`), y on the coarse grid
+    and the parameter targets."""
     xs, ys, coarse, targets = [], [], [], []
     for _ in range(batch):
         x = torch.from_numpy(np.asarray(crops.crop(rng)).copy()).permute(2, 0, 1)[None].float() / 255
-        y, y_coarse, d = degraded_pair(x, scale, int(rng.integers(2**31)), second_order=rng.random() < 0.3)
+        y, y_coarse, d = degraded_pair(x, scale, int(rng.integers(2**31)), second_order=rng.random() < 0.3,
+                                       noise=not clean, jpeg=not clean)
         s = Summary.of(d)
         xs.append(x), ys.append(y), coarse.append(y_coarse)
         targets.append(encode_targets(s.scale, s.blur, s.noise, s.jpeg))
@@ -290,7 +293,7 @@ def pixel_inn_loss(inn: LiftingINN, estimator: DegradationEstimator, batch: dict
 
 
 def train_pixel_inn(data: Path, out: Path, steps: int = 4000, batch: int = 12, crop: int = 96,
-                    lr: float = 5e-4, detail_weight: float = 0.01, aux_weight: float = 0.1, seed: int = 0,
+                    lr: float = 5e-4, detail_weight: float = 0.01, aux_weight: float = 0.5, seed: int = 0,
                     every: int = 250, inn_config: dict | None = None) -> dict:
     """Train F and the PixelINN together: || g_c(x, F(y)) - y_J ||_1 + detail penalty + parameter head."""
     torch.manual_seed(seed)
@@ -304,7 +307,10 @@ def train_pixel_inn(data: Path, out: Path, steps: int = 4000, batch: int = 12, c
 
     def loss_fn(step: int):
         scale = float(rng.choice([2, 2, 3, 4, 4]))
-        return pixel_inn_loss(inn, estimator, degraded_batch(train, rng, batch, scale), detail_weight, aux_weight)
+        # half the batches are noise-free: noise cannot be predicted, and without it the residual is exactly
+        # the forward model's error, which pins down the blur and resampling kernels precisely
+        batch_data = degraded_batch(train, rng, batch, scale, clean=rng.random() < 0.5)
+        return pixel_inn_loss(inn, estimator, batch_data, detail_weight, aux_weight)
 
     def validate() -> dict:
         return {**inn_validation(inn, estimator, val_photos, seeds=range(10_000, 10_002)),
@@ -403,10 +409,10 @@ def train_latent_inn(prior, data: Path, out: Path, estimator: DegradationEstimat
 
     `data` is a folder of photos (the training split, or the compact calibration set in assets/)."""
     torch.manual_seed(seed)
-    inn = LiftingINN(channels=prior.latent_channels, gamma_dim=estimator.config["gamma_dim"])
+    inn = LiftingINN(channels=prior.latent_channels, gamma_dim=estimator.config["gamma_dim"]).to(prior.device)
     crops = PhotoCrops(data, crop)
     rng = np.random.default_rng(seed)
-    estimator = estimator.eval().requires_grad_(False)
+    estimator = estimator.to(prior.device).eval().requires_grad_(False)
     val_rng = np.random.default_rng(seed + 1)
     val_batches = [latent_pairs(prior, crops, estimator, val_rng, batch, scale) for scale in (2, 4)]
     optimizer = torch.optim.Adam(inn.parameters(), lr=lr)
@@ -435,13 +441,13 @@ def latent_pairs(prior, crops: PhotoCrops, estimator: DegradationEstimator, rng:
     """(E(x), E(y_J), F(y)) for a batch of random crops under random degradations."""
     b = degraded_batch(crops, rng, batch, scale)
     with torch.no_grad():
-        gamma, _ = estimator(b["y"])
+        gamma, _ = estimator(b["y"].to(prior.device))
         return prior.encode(b["x"]), prior.encode(b["y_coarse"]), gamma
 
 
 def latent_fit(inn: LiftingINN, batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> dict:
     """Mean absolute error of the forward coarse part against E(y_J): trained network and Haar start."""
-    haar = LiftingINN(**inn.config).eval()
+    haar = LiftingINN(**inn.config).to(next(inn.parameters()).device).eval()
     trained, plain = [], []
     with torch.no_grad():
         for z, z_y, gamma in batches:

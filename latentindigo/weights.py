@@ -18,7 +18,7 @@ def save_weights(module: torch.nn.Module, path: str | Path, **info: object) -> P
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     metadata = {"config": json.dumps(module.config), **{k: json.dumps(v) for k, v in info.items()}}
-    tensors = {k: v.detach().contiguous() for k, v in module.state_dict().items()}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
     tmp = path.with_suffix(".tmp")
     save_file(tensors, tmp, metadata=metadata)
     tmp.replace(path)

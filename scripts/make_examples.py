@@ -36,7 +36,7 @@ CROPS = {
 }
 
 # the degradation of the restore examples; `seed` varies per photo
-DEGRADATION = dict(scale=4.0, blur=2.0, noise=4.0, jpeg=70)
+DEGRADATION = {"scale": 4.0, "blur": 2.0, "noise": 4.0, "jpeg": 70}
 
 
 def downsize(image: Image.Image, long_side: int) -> Image.Image:

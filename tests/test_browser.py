@@ -1,0 +1,142 @@
+"""The demo in a real browser (Playwright driving Debian's chromium, headless): upload, Restore with a live
+preview, Stop, the Compare and Degradation lab tabs. Saves the README's screenshots to docs/screenshots/.
+
+The server is configured through environment variables only (test_app.py covers the flags).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from test_app import ROOT, app_env, free_port, serve
+
+CHROMIUM = "/usr/bin/chromium"
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+EXAMPLES = ROOT / "assets" / "examples"
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"the browser test needs {CHROMIUM}")
+
+# records every image the live preview shows, with its caption, in window.previews
+WATCH_PREVIEW = """() => {
+    window.previews = [];
+    const box = document.querySelector('#preview');
+    const note = () => {
+        const img = box.querySelector('img');
+        const label = box.querySelector('[data-testid="block-label"]');
+        const src = img && img.getAttribute('src');
+        const last = window.previews[window.previews.length - 1];
+        if (src && (!last || last.src !== src)) window.previews.push({src, label: label ? label.textContent : ''});
+    };
+    new MutationObserver(note).observe(box, {subtree: true, childList: true, attributes: true, characterData: true});
+}"""
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("browser")
+    port = free_port()
+    env = app_env(tmp, GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=str(port),
+                  LATENTINDIGO_PRIORS="tiny-random", LATENTINDIGO_THREADS="1")
+    with serve([], env, port, tmp / "app.log") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                             args=["--no-sandbox", "--disable-background-networking", "--disable-gpu"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(server)
+    page.wait_for_selector("#restore-button", timeout=60_000)
+    yield page
+    page.close()
+    assert not errors, errors
+
+
+def set_number(page, selector: str, value: int) -> None:
+    box = page.locator(f"{selector} input[type=number]")
+    box.fill(str(value))
+    box.press("Enter")
+
+
+def upload(page, box: str, path: Path) -> None:
+    page.set_input_files(f"{box} input[type=file]", str(path))
+    page.wait_for_selector(f"{box} img", timeout=30_000)
+
+
+def status_contains(page, selector: str, text: str, timeout: float = 180_000) -> None:
+    page.wait_for_function("([s, t]) => document.querySelector(s)?.textContent.includes(t)", arg=[selector, text],
+                           timeout=timeout)
+
+
+def test_restore_shows_a_live_preview_then_the_slider(page):
+    upload(page, "#input-image", EXAMPLES / "chelsea.png")
+    assert "64x64 → 256x256" in page.locator("#size-hint").inner_text()
+    set_number(page, "#steps", 8)
+    page.evaluate(WATCH_PREVIEW)
+    page.click("#restore-button")
+    page.wait_for_selector("#result-slider img", timeout=180_000)
+    status_contains(page, "#status", "Done")
+    previews = page.evaluate("window.previews")
+    steps = [p for p in previews if "Step" in p["label"]]
+    assert len({p["src"] for p in steps}) >= 2, previews  # the preview changed at least twice while sampling
+    assert len({p["src"] for p in previews}) >= 3, previews  # and once more for the result
+    assert all(" · " in p["label"] and "/8" in p["label"] for p in steps)
+    assert page.locator("#download a").count() >= 1  # the PNG download
+    page.wait_for_timeout(500)  # let the plot finish drawing
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "restore.png"), full_page=True)
+
+
+def test_advanced_settings_and_prompt(page):
+    page.get_by_text("Advanced").click()
+    page.wait_for_selector("#prompt textarea, #prompt input", timeout=10_000)
+    # the tiny random prior has no text encoder: no prompt
+    assert page.locator("#prompt textarea, #prompt input").first.is_disabled()
+    assert "no text encoder" in page.locator("#prompt textarea, #prompt input").first.get_attribute("placeholder")
+
+
+def test_stop_ends_the_run_and_the_app_stays_ready(page):
+    upload(page, "#input-image", EXAMPLES / "rocket.png")
+    set_number(page, "#steps", 200)
+    page.click("#restore-button")
+    status_contains(page, "#status", "Step ")
+    page.click("#stop-button")
+    status_contains(page, "#status", "Stopped at step", timeout=30_000)
+    assert page.locator("#result-slider img").count() == 0
+    set_number(page, "#steps", 2)
+    page.click("#restore-button")
+    page.wait_for_selector("#result-slider img", timeout=120_000)
+    status_contains(page, "#status", "Done")
+
+
+def test_compare_and_lab_tabs(page):
+    page.get_by_role("tab", name="Compare").click()
+    upload(page, "#compare-image", EXAMPLES / "coffee.png")
+    set_number(page, "#compare-steps", 4)
+    page.click("#compare-button")
+    status_contains(page, "#compare-status", "Done")
+    assert page.locator("#compare-gallery img").count() == 5
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(SCREENSHOTS / "compare.png"), full_page=True)
+
+    page.get_by_role("tab", name="Degradation lab").click()
+    upload(page, "#lab-image", EXAMPLES / "clean" / "astronaut.png")
+    set_number(page, "#lab-steps", 4)
+    page.click("#lab-button")
+    status_contains(page, "#lab-status", "best PSNR")
+    assert page.locator("#lab-gallery img").count() == 3
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(SCREENSHOTS / "lab.png"), full_page=True)
