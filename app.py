@@ -115,9 +115,11 @@ def offered_priors(extra: list[str]) -> list[tuple[str, str]]:
 class Models:
     """Priors loaded on first use and kept, one per spec, and the device's lock: one job at a time."""
 
-    def __init__(self, specs: list[str], device: str | None = None, threads: int = 0):
+    def __init__(self, specs: list[str], device: str | None = None, threads: int = 0, default: str | None = None):
         self.specs, self._device, self.threads = specs, device, threads
-        self.default = specs[0] if specs else None
+        # Stable Diffusion is never the implicit default (it needs a GPU and a download): name it first in
+        # --prior / LATENTINDIGO_PRIORS to make it the default, e.g. on a GPU Space
+        self.default = default if default is not None else next((s for s in specs if s != "sd21"), None)
         # held for a whole job; a Lock, not an RLock: gradio resumes a generator, or closes it when the run
         # is cancelled, on whichever thread it likes, and the release must work from there
         self.lock = threading.Lock()
@@ -365,11 +367,12 @@ def text_conditioned(spec: str | None) -> bool | None:
     return False if spec in ("tiny-random", "sd21-random") else None
 
 
-def prompt_box(spec: str | None):
+def prompt_box(spec: str | None, **layout):
+    """The prompt box for a prior (as an update, or built with `layout` when the page is made)."""
     takes_prompt = text_conditioned(spec) is not False
     return gr.Textbox(interactive=takes_prompt,
                       placeholder="what the photo shows, e.g. 'a cat'" if takes_prompt else
-                      "this prior has no text encoder: no prompt")
+                      "this prior has no text encoder: no prompt", **layout)
 
 
 # ------------------------------------------------------------------------------------------- restore tab
@@ -641,7 +644,7 @@ CSS = """
 def build_demo(specs: list[str], device: str | None = None, threads: int = 0) -> gr.Blocks:
     global MODELS
     choices = offered_priors(specs)
-    MODELS = Models([spec for _, spec in choices], device, threads)
+    MODELS = Models([spec for _, spec in choices], device, threads, default=specs[0] if specs else None)
     notes = []
     if "mini" in NAMED_PRIORS and not NAMED_PRIORS["mini"][1]():
         notes.append("The bundled `mini` prior is not installed yet (`assets/mini`).")
@@ -698,8 +701,8 @@ def build_demo(specs: list[str], device: str | None = None, threads: int = 0) ->
                                            info="noise level the sampler starts from: higher invents more")
                             colour_fix = gr.Checkbox(DEFAULT.colour_fix, label="Colour fix",
                                                      info="take the lowest wavelet band from the input")
-                            prompt = gr.Textbox("", label="Prompt", max_length=500, lines=1, elem_id="prompt",
-                                                info="text-conditioned priors only")
+                            prompt = prompt_box(MODELS.default, value="", label="Prompt", max_length=500, lines=1,
+                                                elem_id="prompt", info="text-conditioned priors only")
                         with gr.Row():
                             run_button = gr.Button("Restore", variant="primary", elem_id="restore-button")
                             stop_button = gr.Button("Stop", variant="stop", elem_id="stop-button")

@@ -129,6 +129,25 @@ def add_restore_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _evaluate(args: argparse.Namespace) -> None:
+    import json
+
+    from tqdm import tqdm
+
+    from latentindigo.evaluate import evaluate, markdown, pairs
+    from latentindigo.sampler import DIFFUSION_METHODS
+
+    settings = settings_from_args(args)
+    prior = load_prior_for(args) if set(args.methods) & set(DIFFUSION_METHODS) else None
+    bar = tqdm(total=len(pairs(args.gt, args.lq)) * len(args.methods), file=sys.stderr, disable=args.quiet)
+    table = evaluate(args.gt, args.lq, prior, tuple(args.methods), settings,
+                     progress=lambda method: (bar.set_description(method), bar.update()))
+    bar.close()
+    print(markdown(table))
+    if args.json:
+        args.json.write_text(json.dumps(table, indent=1))
+
+
 def _train(args: argparse.Namespace) -> None:
     import torch
 
@@ -152,6 +171,8 @@ def _train(args: argparse.Namespace) -> None:
     elif args.what == "unet":
         train.train_unet(args.data, args.vae, args.out, steps=args.steps, batch=args.batch, lr=args.lr,
                          seed=args.seed, every=args.every)
+        if args.export:
+            train.export_mini(args.vae.parent, args.out, args.export)
 
 
 def _calibrate(args: argparse.Namespace) -> None:
@@ -203,12 +224,22 @@ def build_parser() -> argparse.ArgumentParser:
     add_restore_options(p)
     p.set_defaults(run=_restore_dir, device=None)  # device None: the process's accelerate device
 
+    p = commands.add_parser("evaluate", help="PSNR, SSIM, consistency, detail and speed of each method")
+    p.add_argument("--gt", type=Path, required=True, help="folder of ground-truth images")
+    p.add_argument("--lq", type=Path, required=True, help="folder of low-quality images (same file names)")
+    p.add_argument("--methods", nargs="+", default=["bicubic", "inn", "sdedit", "pixel", "latent"],
+                   choices=["bicubic", "inn", "sdedit", "pixel", "latent", "dps"])
+    p.add_argument("--json", type=Path, help="also write the table as JSON")
+    add_restore_options(p)
+    p.set_defaults(run=_evaluate)
+
     p = commands.add_parser("train", help="train the VAE, UNet or INNs of the bundled models (CPU, resumable)")
     p.add_argument("what", choices=["vae", "unet", "inn"])
-    p.add_argument("--vae", type=Path, help="trained VAE folder (with 'unet')")
+    p.add_argument("--vae", type=Path, help="trained VAE folder (with 'unet'), e.g. runs/vae/vae")
+    p.add_argument("--export", type=Path, help="with 'unet': assemble the prior folder here, e.g. assets/mini")
     p.add_argument("--prior", default="mini", help="prior whose VAE the LatentINN is for (with 'inn --space latent')")
     p.add_argument("--space", choices=["pixel", "latent"], default="pixel", help="which INN (with 'inn')")
-    p.add_argument("--data", type=Path, default=Path("data/photos"), help="photo set (scripts/build_photoset.py)")
+    p.add_argument("--data", type=Path, default=Path("data/photos"), help="photo set (python -m scripts.build_photoset)")
     p.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, resumed if present")
     p.add_argument("--steps", type=int, default=20000)
     p.add_argument("--batch", type=int, default=8)

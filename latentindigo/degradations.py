@@ -111,9 +111,12 @@ class Degradation:
 
 
 def _apply(x: torch.Tensor, d: Degradation, size: tuple[int, int]) -> torch.Tensor:
+    input_height = x.shape[-2]
     for step in d.order:
         if step == "blur":
-            x = blur(x, d.blur, d.blur_y, d.blur_angle)
+            # sigmas are in pixels of this pass's input: after the resize they shrink with the image
+            k = x.shape[-2] / input_height
+            x = blur(x, d.blur * k, None if d.blur_y is None else d.blur_y * k, d.blur_angle)
         elif step == "resize":
             x = resize(x, size, d.resize_mode)
         elif step == "noise":

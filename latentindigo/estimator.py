@@ -1,8 +1,11 @@
 """The degradation estimator `F`: a low-quality image of any size -> embedding `gamma` (DESIGN section 1).
 
-A small CNN with global pooling, plus a handful of JPEG-grid statistics (JPEG artefacts sit on the 8x8
-block grid anchored at the image origin, which strided convolutions cannot see on their own). An auxiliary
-head predicts the degradation parameters from `gamma`, so the UI can show what was estimated.
+A small CNN with global pooling, plus classic robust statistics that a CNN with global pooling finds hard
+to learn from a few thousand photos: the noise level from the median absolute Haar diagonal coefficient
+(Donoho's estimator) at two scales, the detail energy per scale (sharpness, i.e. blur) and JPEG-grid
+statistics (JPEG artefacts sit on the 8x8 block grid anchored at the image origin, which strided
+convolutions cannot see). An auxiliary head predicts the degradation parameters from `gamma`, so the UI
+can show what was estimated.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from latentindigo.inn import haar_split
 
 # crop large inputs: noise, blur and JPEG are local statistics, and a 4K photo would cost seconds
 MAX_SIDE = 384
@@ -58,6 +63,19 @@ def jpeg_grid_features(y: torch.Tensor) -> torch.Tensor:
     return torch.cat(feats, dim=1)
 
 
+def wavelet_statistics(y: torch.Tensor, levels: int = 2) -> torch.Tensor:
+    """Per Haar level: log of the noise estimate median(|HH|) / 0.6745 of each channel and of the mean
+    absolute detail of each band and channel (B, (C + 3C) * levels)."""
+    feats, x = [], y
+    for _ in range(levels):
+        x, details = haar_split(x)
+        diagonal = details[:, 2 * y.shape[1]:]
+        noise = diagonal.flatten(2).abs().median(dim=2).values / 0.6745
+        energy = details.flatten(2).abs().mean(dim=2)
+        feats += [torch.log(noise + 1e-4), torch.log(energy + 1e-4)]
+    return torch.cat(feats, dim=1)
+
+
 class DegradationEstimator(nn.Module):
     def __init__(self, gamma_dim: int = 64, width: int = 32):
         super().__init__()
@@ -70,7 +88,7 @@ class DegradationEstimator(nn.Module):
             nn.Conv2d(2 * w, 2 * w, 3, stride=2, padding=1), nn.LeakyReLU(0.2),
             nn.Conv2d(2 * w, 4 * w, 3, stride=2, padding=1), nn.LeakyReLU(0.2),
         )
-        self.embed = nn.Sequential(nn.Linear(8 * w + 16, 128), nn.LeakyReLU(0.2), nn.Linear(128, gamma_dim))
+        self.embed = nn.Sequential(nn.Linear(8 * w + 16 + 24, 128), nn.LeakyReLU(0.2), nn.Linear(128, gamma_dim))
         self.head = nn.Sequential(nn.Linear(gamma_dim, 64), nn.LeakyReLU(0.2), nn.Linear(64, 4))
 
     def forward(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,7 +96,7 @@ class DegradationEstimator(nn.Module):
         y = centre_crop(y, MAX_SIDE)
         h = self.features(y * 2 - 1)
         pooled = torch.cat([h.mean(dim=(2, 3)), h.std(dim=(2, 3), unbiased=False)], dim=1)
-        gamma = self.embed(torch.cat([pooled, jpeg_grid_features(y)], dim=1))
+        gamma = self.embed(torch.cat([pooled, jpeg_grid_features(y), wavelet_statistics(y)], dim=1))
         return gamma, self.head(gamma)
 
     @torch.no_grad()

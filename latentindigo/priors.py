@@ -230,14 +230,16 @@ def _load_folder(folder: Path, device: torch.device, dtype: torch.dtype):
     """VAE, UNet, scheduler config and optional prompt encoder from a diffusers-layout folder."""
     from diffusers import AutoencoderKL, UNet2DConditionModel, UNet2DModel
 
-    for needed in ("unet/config.json", "vae/config.json", "scheduler/scheduler_config.json"):
+    # Stable Diffusion folders call the autoencoder "vae", LDMPipeline folders (like the bundled prior) "vqvae"
+    vae_folder = "vqvae" if (folder / "vqvae" / "config.json").is_file() else "vae"
+    for needed in ("unet/config.json", f"{vae_folder}/config.json", "scheduler/scheduler_config.json"):
         if not (folder / needed).is_file():
             raise UserError(f"{folder} is not a diffusers checkpoint folder: it has no {needed}")
     unet_config = json.loads((folder / "unet" / "config.json").read_text())
     unet_cls = UNet2DConditionModel if unet_config.get("_class_name") == "UNet2DConditionModel" else UNet2DModel
     half = dtype == torch.float16 and (folder / "unet" / "diffusion_pytorch_model.fp16.safetensors").exists()
     load = dict(torch_dtype=dtype, use_safetensors=True, variant="fp16" if half else None)
-    vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", **load)
+    vae = AutoencoderKL.from_pretrained(folder, subfolder=vae_folder, **load)
     unet = unet_cls.from_pretrained(folder, subfolder="unet", **load)
     scheduler = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
     encode_prompt = None

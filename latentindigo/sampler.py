@@ -198,7 +198,7 @@ def levels_for(size: tuple[int, int], input_size: tuple[int, int]) -> int:
 
 
 def final_consistency(x: torch.Tensor, y_coarse: torch.Tensor, inn: LiftingINN, gamma: torch.Tensor,
-                      levels: int, iterations: int = 8) -> torch.Tensor:
+                      levels: int, iterations: int = 20) -> torch.Tensor:
     """Keep x's details and take the coarse part from the measurement, so the output re-degrades to y.
 
     Swapping the coarse part can push pixels out of [0, 1]; alternating the swap with clipping
@@ -208,7 +208,7 @@ def final_consistency(x: torch.Tensor, y_coarse: torch.Tensor, inn: LiftingINN, 
         for _ in range(iterations):
             _, details = inn(x.clamp(0, 1), gamma, levels=levels)
             x = inn.inverse(y_coarse, details, gamma, tuple(x.shape[-2:]))
-            if x.min() > -1e-3 and x.max() < 1 + 1e-3:  # clipping now moves no pixel by more than 1e-3
+            if x.min() > -2e-4 and x.max() < 1 + 2e-4:  # clipping now moves no pixel by more than 2e-4
                 break
     return x.clamp(0, 1)
 

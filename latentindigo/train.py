@@ -2,7 +2,7 @@
 
 Every loop is resumable: `OUT/checkpoint.safetensors` holds the weights and the optimiser state
 (safetensors, so resuming never unpickles anything) and `OUT/checkpoint.json` the step and settings.
-Run `python scripts/build_photoset.py` first; the photos come from `data/photos/{train,val}`.
+Run `python -m scripts.build_photoset` first; the photos come from `data/photos/{train,val}`.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class PhotoCrops:
     def __init__(self, folder: str | Path, size: int, zoom: tuple[float, float] = (0.5, 1.0)):
         paths = sorted(Path(folder).glob("*.png"))
         if not paths:
-            raise FileNotFoundError(f"no photos in {folder}: run scripts/build_photoset.py first")
+            raise FileNotFoundError(f"no photos in {folder}: run python -m scripts.build_photoset first")
         self.photos = [Image.open(p).convert("RGB") for p in paths]
         self.names = [p.stem for p in paths]
         self.size = size
@@ -166,6 +166,8 @@ def train_vae(data: Path, out: Path, factor: int = 8, steps: int = 20000, batch:
 
     torch.manual_seed(seed)
     vae = AutoencoderKL(**vae_config(factor))
+    with torch.no_grad():  # start with little posterior noise (sigma ~0.05): the decoder then sees the means,
+        vae.quant_conv.bias[vae.config.latent_channels:] = -6.0  # and reconstruction learns far faster
     train, val = PhotoCrops(data / "train", crop), PhotoCrops(data / "val", 256, zoom=(1.0, 1.0))
     rng = np.random.default_rng(seed)
     val_batch = val.batch(np.random.default_rng(1234), 8)
@@ -327,8 +329,9 @@ def train_pixel_inn(data: Path, out: Path, steps: int = 4000, batch: int = 12, c
 
 # ---------------------------------------------------------------------------------------------- UNet
 
-def unet_config(sample_size: int = 32) -> dict:
-    """A small unconditional UNet2DModel on 4-channel latents; attention at the two coarser levels."""
+def unet_config(sample_size: int = 64) -> dict:
+    """A small unconditional UNet2DModel on 4-channel latents; attention at the two coarser levels.
+    `sample_size` is the native latent size the sampler tiles at (training uses smaller crops)."""
     return dict(sample_size=sample_size, in_channels=4, out_channels=4, layers_per_block=1,
                 block_out_channels=[64, 128, 192], norm_num_groups=16, attention_head_dim=32,
                 down_block_types=["DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"],
@@ -352,9 +355,10 @@ def latent_bank(vae, data: Path, count: int, crop: int, seed: int = 0) -> torch.
 
 
 def train_unet(data: Path, vae_folder: Path, out: Path, steps: int = 8000, batch: int = 16, latents: int = 3000,
-               lr: float = 3e-4, seed: int = 0, every: int = 500) -> dict:
-    """Train the denoiser on latents of the trained VAE. Low noise levels are drawn more often: the
-    restoration sampler starts from a restored estimate at about 40 % noise, not from pure noise."""
+               latent_size: int = 32, lr: float = 3e-4, seed: int = 0, every: int = 500) -> dict:
+    """Train the denoiser on latent_size x latent_size latents of crops encoded by the trained VAE. Low noise
+    levels are drawn more often: the restoration sampler starts from a restored estimate at about 40 % noise,
+    not from pure noise."""
     from diffusers import AutoencoderKL, UNet2DModel
 
     torch.manual_seed(seed)
@@ -363,7 +367,8 @@ def train_unet(data: Path, vae_folder: Path, out: Path, steps: int = 8000, batch
     if bank_path.exists():
         bank = load_file(bank_path)["latents"]
     else:
-        bank = latent_bank(vae, data, latents, crop=8 * unet_config()["sample_size"], seed=seed)
+        factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        bank = latent_bank(vae, data, latents, crop=latent_size * factor, seed=seed)
         out.mkdir(parents=True, exist_ok=True)
         save_file({"latents": bank.contiguous()}, bank_path)
     scaling = float(1 / bank.std())
@@ -455,3 +460,27 @@ def latent_fit(inn: LiftingINN, batches: list[tuple[torch.Tensor, torch.Tensor, 
             trained.append(F.l1_loss(inn(z, gamma, levels=levels)[0], z_y).item())
             plain.append(F.l1_loss(haar(z, levels=levels)[0], z_y).item())
     return {"error": round(float(np.mean(trained)), 5), "haar_error": round(float(np.mean(plain)), 5)}
+
+
+# ------------------------------------------------------------------------------------------ export
+
+def export_mini(vae_run: Path, unet_run: Path, out: Path) -> None:
+    """Assemble the bundled prior: a diffusers LDMPipeline folder (`DiffusionPipeline.from_pretrained` loads
+    it) whose VAE carries the latent scaling factor measured on the training latents."""
+    import shutil
+
+    import diffusers
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DModel
+
+    info = json.loads((unet_run / "checkpoint.json").read_text())
+    vae = AutoencoderKL.from_pretrained(vae_run / "vae")
+    vae.register_to_config(scaling_factor=round(info["settings"]["scaling_factor"], 5))
+    if out.exists():
+        shutil.rmtree(out)
+    vae.save_pretrained(out / "vqvae")
+    UNet2DModel.from_pretrained(unet_run / "unet").save_pretrained(out / "unet")
+    DDIMScheduler.from_config(SCHEDULER_CONFIG).save_pretrained(out / "scheduler")
+    (out / "model_index.json").write_text(json.dumps({
+        "_class_name": "LDMPipeline", "_diffusers_version": diffusers.__version__,
+        "scheduler": ["diffusers", "DDIMScheduler"], "unet": ["diffusers", "UNet2DModel"],
+        "vqvae": ["diffusers", "AutoencoderKL"]}, indent=2))

@@ -5,7 +5,7 @@ photographs (not the drawings) of Debian's `mate-backgrounds` and `plasma-worksp
 The validation split is fixed by photo (astronaut, chelsea, coffee, rocket) so no crop of a validation
 photo is ever trained on.
 
-    python scripts/build_photoset.py --out data/photos
+    python -m scripts.build_photoset --out data/photos
 
 writes `OUT/train/*.png`, `OUT/val/*.png`, the provenance list `assets/photoset.csv` and the compact
 calibration set `assets/calibration/*.png` (the training split downsized, shipped for `calibrate`).

@@ -1,6 +1,6 @@
 """Write the demo's example images to `assets/examples/` from scikit-image's bundled photos.
 
-    python scripts/make_examples.py            # needs scikit-image (a test-only dependency)
+    python -m scripts.make_examples          # needs scikit-image (a test-only dependency)
 
 For each validation photo (astronaut, coffee, chelsea, rocket) this writes
 - `assets/examples/clean/NAME.png`: a crop downsized to 128 pixels on its long side, for the

@@ -257,6 +257,22 @@ def test_bad_settings_get_a_one_line_message(client, tmp_path, settings, message
     assert message in str(error.value) and "\n" not in str(error.value), str(error.value)
 
 
+def test_stable_diffusion_offline_fails_fast_and_clearly(client, tmp_path):
+    """No network and no cached weights: a one-line message naming the repo, the revision and the command to
+    pre-download them, within seconds; the app stays usable."""
+    from gradio_client.exceptions import AppError
+
+    from latentindigo.priors import SD21_REPO, SD21_REVISION
+
+    start = time.perf_counter()
+    with pytest.raises(AppError) as error:
+        restore(client, photo(tmp_path / "in.png", 16, 16), prior="sd21", steps=2)
+    assert time.perf_counter() - start < 30
+    message = str(error.value)
+    assert SD21_REPO in message and SD21_REVISION in message and "hf download" in message and "\n" not in message
+    assert restore(client, photo(tmp_path / "ok.png", 16, 16), steps=2)[2].startswith("**Done**")
+
+
 def test_the_app_keeps_serving_after_bad_input(client, server, tmp_path):
     from gradio_client.exceptions import AppError
 
@@ -394,7 +410,8 @@ def test_page_is_built_without_torch_and_flags_win_over_environment(tmp_path):
     assert (out["flags"]["host"], out["flags"]["port"], out["flags"]["prior"], out["flags"]["max_queue"]) == \
         ("127.0.0.2", 1234, ["tiny-random", "sd21-random"], 3)
     mini = [["mini (bundled, runs on a CPU)", "mini"]] if (ROOT / "assets" / "mini").is_dir() else []
-    assert out["offered"] == [["tiny-random", "tiny-random"]] + mini  # mini only once it is installed
+    sd21 = [["Stable Diffusion 2.1-base (GPU; ~2.6 GB download on first use)", "sd21"]]
+    assert out["offered"] == [["tiny-random", "tiny-random"]] + mini + sd21  # mini only once it is installed
 
     from latentindigo.sampler import MAX_SCALE, Settings
 
