@@ -70,7 +70,7 @@ class ConditionalResNet(nn.Module):
         scales = 1 + self.modulation(condition).view(-1, self.blocks, self.width, 1, 1)
         h = self.inp(x)
         for i, block in enumerate(self.body):
-            h = h + scales[:, i] * block(F.leaky_relu(h, 0.2))
+            h = torch.addcmul(h, scales[:, i], block(F.leaky_relu(h, 0.2)))
         return self.out(F.leaky_relu(h, 0.2))
 
 

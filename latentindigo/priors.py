@@ -358,6 +358,7 @@ def load_prior(spec: str = "mini", device: str | torch.device | None = None, dty
         notice = (f"no LatentINN is calibrated for the VAE of {spec!r}: using the Haar-initialised one "
                   f"(run: python -m latentindigo calibrate --prior {spec})")
 
+    inn.to(device)
     context = None if encode_prompt else _random_context(unet, seed=0)
     prior = Prior(name=spec, vae=vae, unet=unet, alphas_cumprod=alphas, prediction_type=prediction_type,
                   latent_inn=inn, latent_inn_trained=trained, context=context, negative_context=context,

@@ -7,9 +7,10 @@
 Every diffusion step predicts the clean latent z0, then runs the phases:
 guidance (the INN swaps the coarse part of z0's wavelet decomposition for the measurement's),
 refinement (one Adam step fitting the INN's forward model to the current estimate) and
-regularisation (every few steps, project z0 through the autoencoder, back onto the latents that decode
-to images); then a deterministic DDIM step to the next timestep. The PixelINN guides in pixel space
-(a decode and an encode per step), the LatentINN never leaves latent space.
+regularisation (every few steps, pull z0 back towards latents the prior would produce: in latent mode its
+per-channel spread is matched to the unguided prediction's, which costs nothing; in pixel mode it is
+projected through the autoencoder, E(D(z0))); then a deterministic DDIM step to the next timestep. The
+PixelINN guides in pixel space (a decode and an encode per step), the LatentINN never leaves latent space.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 
 import numpy as np
@@ -57,8 +58,8 @@ class Settings:
     start: float = 0.4  # start strength: the starting estimate is noised to start * T
     refine: bool = True  # test-time refinement of the INN forward model
     refine_lr: float = 5e-5
-    reg_every: int = 5  # regularisation (autoencoder projection) every N steps; 0 = off
-    reg_strength: float = 1.0  # 1 = full projection
+    reg_every: int = 5  # regularisation every N steps; 0 = off
+    reg_strength: float = 1.0  # 0-1: how far towards the regularised latent
     colour_fix: bool = False  # wavelet colour fix towards the bicubic upscale of the input
     seed: int = 0
     size: tuple[int, int] | None = None  # output (width, height)
@@ -124,11 +125,19 @@ class Step:
     total: int
     timestep: int
     phase: str  # "guidance", "refinement", "regularisation" or "denoising" (SDEdit)
-    consistency: float  # RMS distance of the estimate's INN coarse part from the measurement
     space: str  # where `consistency` is measured: "latent" or "pixel"
     latent: torch.Tensor = field(repr=False)
+    # a 0-d tensor, or a function computing it: reading it waits for the GPU, so it is read only when asked for
+    _error: object = field(repr=False, default=None)
     _decode: object = field(repr=False, default=None)
     _preview: Image.Image | None = field(repr=False, default=None)
+
+    @property
+    def consistency(self) -> float:
+        """RMS distance of the estimate's INN coarse part from the measurement."""
+        if callable(self._error):
+            self._error = self._error()
+        return float(self._error)
 
     @property
     def preview(self) -> Image.Image:
@@ -231,8 +240,8 @@ def _pad_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.pad(x, (0, pad_w, 0, pad_h), mode=mode) if pad_h or pad_w else x
 
 
-def _rms(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(torch.sqrt(F.mse_loss(a, b)))
+def _rms(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.sqrt(F.mse_loss(a, b))
 
 
 def _diffuse(y, y_coarse, size, levels, gamma, settings: Settings, prior: Prior, pixel: PixelModels):
@@ -247,7 +256,8 @@ def _diffuse(y, y_coarse, size, levels, gamma, settings: Settings, prior: Prior,
     z_y = prior.encode(y_work)  # the measurement in latent space, computed once
 
     # per-image INN copies: test-time refinement starts from the pretrained weights for every image
-    inn = copy.deepcopy(prior.latent_inn if method in ("latent", "sdedit") else pixel.inn).requires_grad_(True)
+    inn = copy.deepcopy(prior.latent_inn if method in ("latent", "sdedit") else pixel.inn)
+    inn.to(z_init.device).requires_grad_(True)
     optimiser = torch.optim.Adam(inn.parameters(), lr=settings.refine_lr) if settings.refine else None
     decode = lambda z: prior.decode(z)[..., : size[0], : size[1]]  # noqa: E731
 
@@ -265,44 +275,38 @@ def _diffuse(y, y_coarse, size, levels, gamma, settings: Settings, prior: Prior,
         t = int(t)
         a = alphas[t].item()
         eps = prior.eps(z_t, t, settings.cfg_scale)
-        z0 = (z_t - math.sqrt(1 - a) * eps) / math.sqrt(a)
+        z0 = z_prior = (z_t - math.sqrt(1 - a) * eps) / math.sqrt(a)
         event = dict(step=i + 1, total=total, timestep=t, _decode=decode)
 
         if method == "sdedit":
-            yield Step(phase="denoising", consistency=_latent_error(inn, z0, z_y, gamma, levels), space="latent",
+            yield Step(phase="denoising", _error=partial(_coarse_error, inn, z0, z_y, gamma, levels), space="latent",
                        latent=z0, **event)
         elif method == "dps":
             z0, err = _dps_step(z0, prior, y, size, settings.guidance)
-            yield Step(phase="guidance", consistency=err, space="pixel", latent=z0, **event)
-        elif method == "latent":
-            with torch.no_grad():
-                coarse, details = inn(z0, gamma, levels=levels)
-                z_inv = inn.inverse(z_y, details, gamma, tuple(z0.shape[-2:]))
+            yield Step(phase="guidance", _error=err, space="pixel", latent=z0, **event)
+        else:
+            space = "latent" if method == "latent" else "pixel"
+            if method == "latent":
+                z_inv, err = _guide_and_refine(inn, optimiser, z0, z_y, gamma, levels)
+            else:
+                x_inv, err = _guide_and_refine(inn, optimiser, prior.decode(z0), y_work, gamma, levels)
+                z_inv = prior.encode(x_inv.clamp(0, 1))
             z0 = z0 + settings.guidance * (z_inv - z0)
-            # the error of the prior's prediction, before guidance corrected it: it shrinks as sampling converges
-            yield Step(phase="guidance", consistency=_rms(coarse, z_y), space="latent", latent=z0, **event)
+            # the error of the prior's prediction before guidance corrected it, which refinement also minimises
+            yield Step(phase="guidance", _error=err, space=space, latent=z0, **event)
             if optimiser:
-                err = _refine(inn, optimiser, z0, z_y, gamma, levels)
-                yield Step(phase="refinement", consistency=err, space="latent", latent=z0, **event)
-        else:  # pixel
-            x0 = prior.decode(z0)
-            with torch.no_grad():
-                coarse, details = inn(x0, gamma, levels=levels)
-                x_inv = inn.inverse(y_work, details, gamma, work).clamp(0, 1)
-            z0 = z0 + settings.guidance * (prior.encode(x_inv) - z0)
-            yield Step(phase="guidance", consistency=_rms(coarse, y_work), space="pixel", latent=z0, **event)
-            if optimiser:
-                err = _refine(inn, optimiser, x0, y_work, gamma, levels)
-                yield Step(phase="refinement", consistency=err, space="pixel", latent=z0, **event)
+                yield Step(phase="refinement", _error=err, space=space, latent=z0, **event)
 
         last = i == total - 1
         if method in ("latent", "pixel") and settings.reg_every and (i + 1) % settings.reg_every == 0 and not last:
-            x0 = prior.decode(z0).clamp(0, 1)
-            z0 = z0 + settings.reg_strength * (prior.encode(x0) - z0)
-            err = (_latent_error(inn, z0, z_y, gamma, levels) if method == "latent" else
-                   _rms(inn(x0, gamma, levels=levels)[0].detach(), y_work))
-            yield Step(phase="regularisation", consistency=err, space=("latent" if method == "latent" else "pixel"),
-                       latent=z0, **event)
+            if method == "latent":
+                z0 = z0 + settings.reg_strength * (match_spread(z0, z_prior) - z0)
+                err = partial(_coarse_error, inn, z0, z_y, gamma, levels)
+            else:
+                x0 = prior.decode(z0).clamp(0, 1)
+                z0 = z0 + settings.reg_strength * (prior.encode(x0) - z0)
+                err = partial(_coarse_error, inn, x0, y_work, gamma, levels)  # (in pixel space here)
+            yield Step(phase="regularisation", _error=err, space=space, latent=z0, **event)
         if not last:
             a_prev = alphas[int(timesteps[i + 1])].item()
             eps = (z_t - math.sqrt(a) * z0) / math.sqrt(1 - a)
@@ -310,24 +314,41 @@ def _diffuse(y, y_coarse, size, levels, gamma, settings: Settings, prior: Prior,
     return decode(z0)
 
 
-def _latent_error(inn: LiftingINN, z0: torch.Tensor, z_y: torch.Tensor, gamma: torch.Tensor, levels: int) -> float:
+def match_spread(z: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """z with each channel's standard deviation about its mean set to the reference's (the mean, which holds
+    the measurement's colour, stays)."""
+    mean, std = z.mean(dim=(-2, -1), keepdim=True), z.std(dim=(-2, -1), keepdim=True)
+    return mean + (z - mean) * reference.std(dim=(-2, -1), keepdim=True) / (std + 1e-6)
+
+
+def _coarse_error(inn: LiftingINN, estimate: torch.Tensor, measurement: torch.Tensor, gamma: torch.Tensor,
+                  levels: int) -> torch.Tensor:
     with torch.no_grad():
-        return _rms(inn(z0, gamma, levels=levels)[0], z_y)
+        return _rms(inn(estimate, gamma, levels=levels)[0], measurement)
 
 
-def _refine(inn: LiftingINN, optimiser: torch.optim.Optimizer, estimate: torch.Tensor, target: torch.Tensor,
-            gamma: torch.Tensor, levels: int) -> float:
-    """One optimiser step on || g_c(estimate) - target ||^2: adapt the forward model to this image."""
-    with torch.enable_grad():
-        loss = F.mse_loss(inn(estimate.detach(), gamma, levels=levels)[0], target)
+def _guide_and_refine(inn: LiftingINN, optimiser: torch.optim.Optimizer | None, estimate: torch.Tensor,
+                      measurement: torch.Tensor, gamma: torch.Tensor, levels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Guidance and refinement from one forward pass of the INN over the prior's estimate.
+
+    Guidance keeps the estimate's details and takes the coarse part from the measurement (the inverse).
+    Refinement is one optimiser step on || g_c(estimate) - measurement ||^2, adapting the forward model to
+    this image; it runs on the estimate before guidance, whose coarse part the guidance makes exact.
+    Returns the guided estimate and the RMS error of the estimate's coarse part (a 0-d tensor)."""
+    with torch.set_grad_enabled(optimiser is not None):
+        coarse, details = inn(estimate.detach(), gamma, levels=levels)
+        loss = F.mse_loss(coarse, measurement)
+    with torch.no_grad():
+        guided = inn.inverse(measurement, [d.detach() for d in details], gamma, tuple(estimate.shape[-2:]))
+    if optimiser is not None:
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
-    return math.sqrt(loss.item())
+    return guided, loss.detach().sqrt()
 
 
 def _dps_step(z0: torch.Tensor, prior: Prior, y: torch.Tensor, size: tuple[int, int],
-              strength: float) -> tuple[torch.Tensor, float]:
+              strength: float) -> tuple[torch.Tensor, torch.Tensor]:
     """DPS/PSLD-style guidance: a normalised gradient step on || bicubic_down(D(z0)) - y ||^2 through D."""
     z = z0.detach().requires_grad_(True)
     with torch.enable_grad():
