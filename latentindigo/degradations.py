@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -185,7 +185,8 @@ class Summary:
     jpeg: float  # 100 for none
 
     @classmethod
-    def of(cls, d: Degradation) -> Summary:
+    def of(cls, d: Degradation, size: tuple[int, int] = (64, 64)) -> Summary:
+        """The summary of a degradation applied to an image of `size` (height, width)."""
         passes = [d] + ([d.second] if d.second else [])
         # blur adds in quadrature; a second pass blurs in units of the already-downscaled image
         blur2, scale = 0.0, 1.0
@@ -193,6 +194,24 @@ class Summary:
             sigma = math.sqrt(p.blur * (p.blur_y if p.blur_y is not None else p.blur))
             blur2 += (sigma * scale) ** 2
             scale *= p.scale
-        noise = math.sqrt(sum(p.noise_level ** 2 for p in passes))
-        quality = min([p.jpeg for p in passes if p.jpeg] or [100])
-        return cls(scale=scale, blur=math.sqrt(blur2), noise=noise, jpeg=float(quality))
+        # what is visible of JPEG: the last pass's, or the first's when the second pass does not resize it away
+        last = d.second if d.second else d
+        quality = last.jpeg or (d.jpeg if d.second and d.second.scale == 1 and d.jpeg else None) or 100
+        return cls(scale=scale, blur=math.sqrt(blur2), noise=effective_noise(d, size), jpeg=float(quality))
+
+
+def effective_noise(d: Degradation, size: tuple[int, int] = (64, 64)) -> float:
+    """Noise standard deviation (8-bit levels) left in the output: noise added before a blur or a downscale
+    is mostly averaged away, so the nominal level is not what an image shows. Measured by degrading a
+    mid-grey image with and without the noise (JPEG off; it would quantise the measurement)."""
+    if not (d.noise_level or (d.second and d.second.noise_level)):
+        return 0.0
+    grey = torch.full((1, 3, *size), 0.5)
+
+    def quiet(p: Degradation | None) -> Degradation | None:
+        return p and replace(p, noise=0.0, poisson_peak=0.0, jpeg=None, second=quiet(p.second))
+
+    def no_jpeg(p: Degradation | None) -> Degradation | None:
+        return p and replace(p, jpeg=None, second=no_jpeg(p.second))
+
+    return float((degrade(grey, no_jpeg(d)) - degrade(grey, quiet(d))).std() * 255)

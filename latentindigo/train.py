@@ -245,7 +245,7 @@ def estimator_correlation(estimator: DegradationEstimator, photos: list[torch.Te
         x = photos[seed % len(photos)]
         d = random_degradation(seed, second_order=seed % 3 == 0)
         _, estimate = estimator.estimate(degrade(x, d))
-        s = Summary.of(d)
+        s = Summary.of(d, tuple(x.shape[-2:]))
         truth.append((s.noise, s.jpeg))
         predicted.append((estimate.noise, estimate.jpeg))
     t, p = np.array(truth), np.array(predicted)
@@ -275,7 +275,7 @@ def degraded_batch(crops: PhotoCrops, rng: np.random.Generator, batch: int, scal
         x = torch.from_numpy(np.asarray(crops.crop(rng)).copy()).permute(2, 0, 1)[None].float() / 255
         y, y_coarse, d = degraded_pair(x, scale, int(rng.integers(2**31)), second_order=rng.random() < 0.3,
                                        noise=not clean, jpeg=not clean)
-        s = Summary.of(d)
+        s = Summary.of(d, tuple(x.shape[-2:]))
         xs.append(x), ys.append(y), coarse.append(y_coarse)
         targets.append(encode_targets(s.scale, s.blur, s.noise, s.jpeg))
     return {"x": torch.cat(xs), "y": torch.cat(ys), "y_coarse": torch.cat(coarse), "targets": torch.tensor(targets),
