@@ -47,7 +47,9 @@ DEFAULT_NEGATIVE_PROMPT = "blurry, noisy, jpeg artifacts, low quality, oversmoot
 
 def vae_fingerprint(vae: torch.nn.Module) -> str:
     """A hash of a VAE's config and weights: the key of its calibrated LatentINN in the cache."""
-    digest = hashlib.sha256(json.dumps(dict(vae.config), sort_keys=True, default=str).encode())
+    # (config keys starting with "_" are diffusers' bookkeeping, e.g. a set whose order changes per process)
+    config = {k: v for k, v in dict(vae.config).items() if not k.startswith("_")}
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
     for name, tensor in sorted(vae.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
