@@ -202,16 +202,13 @@ class Summary:
 
 def effective_noise(d: Degradation, size: tuple[int, int] = (64, 64)) -> float:
     """Noise standard deviation (8-bit levels) left in the output: noise added before a blur or a downscale
-    is mostly averaged away, so the nominal level is not what an image shows. Measured by degrading a
-    mid-grey image with and without the noise (JPEG off; it would quantise the measurement)."""
+    is mostly averaged away, and JPEG smooths much of the rest, so the nominal level is not what an image
+    shows. Measured by degrading a mid-grey image with and without the noise."""
     if not (d.noise_level or (d.second and d.second.noise_level)):
         return 0.0
     grey = torch.full((1, 3, *size), 0.5)
 
     def quiet(p: Degradation | None) -> Degradation | None:
-        return p and replace(p, noise=0.0, poisson_peak=0.0, jpeg=None, second=quiet(p.second))
+        return p and replace(p, noise=0.0, poisson_peak=0.0, second=quiet(p.second))
 
-    def no_jpeg(p: Degradation | None) -> Degradation | None:
-        return p and replace(p, jpeg=None, second=no_jpeg(p.second))
-
-    return float((degrade(grey, no_jpeg(d)) - degrade(grey, quiet(d))).std() * 255)
+    return float((degrade(grey, d) - degrade(grey, quiet(d))).std() * 255)

@@ -69,3 +69,14 @@ def test_degrade_cli(tmp_path):
     assert Image.open(tmp_path / "out.png").size == (10, 8)
     subprocess.run(args, check=True, capture_output=True)
     assert (tmp_path / "out.png").read_bytes() == first  # same seed, same file
+
+
+def test_the_noise_label_is_the_noise_left_in_the_output():
+    from latentindigo.degradations import effective_noise
+
+    after = effective_noise(Degradation(scale=4, noise=10, order=("blur", "resize", "noise")), (96, 96))
+    before = effective_noise(Degradation(scale=4, noise=10, order=("noise", "blur", "resize")), (96, 96))
+    assert after == pytest.approx(10, rel=0.1)
+    assert before < 4  # a x4 downscale averages 16 pixels: about a quarter of the noise is left
+    assert effective_noise(Degradation(noise=10, jpeg=30), (96, 96)) < 0.5 * after  # JPEG smooths noise away
+    assert effective_noise(Degradation(scale=2, blur=1.0), (96, 96)) == 0
