@@ -12,6 +12,8 @@ inverse = reconstruction (coarse from the observation, details from the current 
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -141,6 +143,11 @@ def zero_details(coarse: torch.Tensor, size: tuple[int, int], levels: int) -> li
     """Detail tensors of zeros for a coarse part, for the zero-detail inverse (an upsampler)."""
     B, C = coarse.shape[:2]
     return [coarse.new_zeros(B, 3 * C, *s) for s in level_sizes(size, levels)[1:]]
+
+
+def levels_for_scale(scale: float) -> int:
+    """Levels J for a scale factor: the coarse grid is the nearest power of two (at least one level)."""
+    return max(1, round(math.log2(max(scale, 1.0))))
 
 
 def coarse_size(height: int, width: int, levels: int) -> tuple[int, int]:

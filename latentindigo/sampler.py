@@ -33,7 +33,7 @@ from PIL import Image
 from latentindigo.degradations import resize
 from latentindigo.estimator import DegradationEstimator, Estimate
 from latentindigo.imageio import UserError, to_image, to_tensor
-from latentindigo.inn import LiftingINN, coarse_size, zero_details
+from latentindigo.inn import LiftingINN, coarse_size, levels_for_scale, zero_details
 from latentindigo.priors import ASSETS, Prior
 from latentindigo.weights import load_weights
 
@@ -201,9 +201,8 @@ def run(image: Image.Image, settings: Settings, prior: Prior | None = None,
 
 
 def levels_for(size: tuple[int, int], input_size: tuple[int, int]) -> int:
-    """INN levels J for an output/input size ratio: the coarse grid is the nearest power of two."""
-    scale = math.sqrt(size[0] * size[1] / (input_size[0] * input_size[1]))
-    return max(1, round(math.log2(max(scale, 1.0))))
+    """INN levels J for output and input sizes (height, width): of their mean scale factor."""
+    return levels_for_scale(math.sqrt(size[0] * size[1] / (input_size[0] * input_size[1])))
 
 
 def final_consistency(x: torch.Tensor, y_coarse: torch.Tensor, inn: LiftingINN, gamma: torch.Tensor,

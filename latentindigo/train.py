@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from latentindigo.degradations import Degradation, Summary, degrade, random_degradation, resize
 from latentindigo.estimator import DegradationEstimator, encode_targets
-from latentindigo.inn import LiftingINN, coarse_size
+from latentindigo.inn import LiftingINN, coarse_size, levels_for_scale
 from latentindigo.metrics import psnr
 from latentindigo.priors import alphas_from_scheduler_config
 from latentindigo.weights import save_weights
@@ -195,11 +195,6 @@ def train_vae(data: Path, out: Path, factor: int = 8, steps: int = 20000, batch:
 
 
 # ---------------------------------------------------------------------------------------------- INNs
-
-def levels_for_scale(scale: float) -> int:
-    """Number of INN levels J for a scale factor: the coarse grid is the nearest power of two."""
-    return max(1, round(math.log2(max(scale, 1.0))))
-
 
 def degraded_pair(x: torch.Tensor, scale: float, seed: int, second_order: bool = False, noise: bool = True,
                   jpeg: bool = True) -> tuple[torch.Tensor, torch.Tensor, Degradation]:

@@ -1,0 +1,84 @@
+"""Speed of the bundled prior on this machine: 64x64 -> 256x256 with default settings.
+
+    python benchmarks/bench_mini.py [--method latent] [--repeats 3]
+
+Prints the time to load `mini` (and the pixel models), then for each example photo (assets/examples/clean,
+cropped and degraded to 64x64 with blur, noise and JPEG) the seconds per image and the time from calling
+the sampler to its first step event (the first preview the demo can show), and their medians, as a table
+and a JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def inputs() -> list:
+    from PIL import Image
+
+    from latentindigo.degradations import Degradation, degrade
+    from latentindigo.imageio import to_image, to_tensor
+
+    out = []
+    for i, path in enumerate(sorted((ROOT / "assets" / "examples" / "clean").glob("*.png"))):
+        image = Image.open(path).convert("RGB")
+        side = min(image.size)
+        image = image.crop((0, 0, side, side)).resize((256, 256), Image.Resampling.LANCZOS)
+        out.append((path.stem, to_image(degrade(to_tensor(image), Degradation(scale=4, blur=1.2, noise=5, jpeg=75,
+                                                                             seed=i)))))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--prior", default="mini")
+    parser.add_argument("--method", default="latent")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    start = time.perf_counter()
+    import torch  # noqa: F401  (imports are part of a cold start, reported separately)
+
+    from latentindigo.priors import load_prior
+    from latentindigo.sampler import Done, Settings, load_pixel_models, restore, run
+
+    imported = time.perf_counter() - start
+    start = time.perf_counter()
+    prior = load_prior(args.prior, device="cpu")
+    pixel = load_pixel_models()
+    loaded = time.perf_counter() - start
+
+    photos = inputs()
+    run(photos[0][1], Settings(method=args.method, steps=1, scale=4), prior, pixel)  # warm-up
+    rows = []
+    for name, photo in photos:
+        for _ in range(args.repeats):
+            start, first = time.perf_counter(), None
+            for event in restore(photo, Settings(method=args.method, scale=4), prior, pixel):
+                if first is None:
+                    first = time.perf_counter() - start
+                if isinstance(event, Done):
+                    rows.append({"photo": name, "seconds": time.perf_counter() - start, "first_event": first})
+    print(f"imports {imported:.2f} s, loading {args.prior} + pixel models {loaded:.2f} s; "
+          f"{args.method}, default settings ({Settings().steps} steps), 64x64 -> 256x256, "
+          f"{torch.get_num_threads()} threads")
+    print("| photo | s/image | first step event (s) |\n|---|---|---|")
+    for r in rows:
+        print(f"| {r['photo']} | {r['seconds']:.2f} | {r['first_event']:.2f} |")
+    median = statistics.median(r["seconds"] for r in rows)
+    first = statistics.median(r["first_event"] for r in rows)
+    print(f"median {median:.2f} s per image, first step event after {first:.2f} s")
+    print(json.dumps({"imports": imported, "load": loaded, "median_seconds": median, "median_first_event": first,
+                      "rows": rows}))
+
+
+if __name__ == "__main__":
+    main()
