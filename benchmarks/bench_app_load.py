@@ -28,7 +28,6 @@ import concurrent.futures
 import hashlib
 import json
 import os
-import re
 import signal
 import socket
 import statistics

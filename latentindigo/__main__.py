@@ -38,7 +38,7 @@ def _restore(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
     from latentindigo.imageio import load_image, save_png
-    from latentindigo.sampler import DIFFUSION_METHODS, Done, Settings, restore
+    from latentindigo.sampler import DIFFUSION_METHODS, Done, restore
 
     settings = settings_from_args(args)
     image = load_image(args.input)

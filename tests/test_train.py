@@ -1,6 +1,5 @@
 """Short training runs on a tiny photo folder: the loss goes down, checkpoints resume, weights reload."""
 
-import json
 
 import numpy as np
 import pytest
