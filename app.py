@@ -48,16 +48,16 @@ ASSETS = Path(__file__).resolve().parent / "assets"  # latentindigo.priors.ASSET
 EXAMPLES = ASSETS / "examples"
 # The controls' defaults: latentindigo.sampler's `Settings()` and MAX_SCALE, written out so that the page is built
 # without importing torch (tests/test_app.py checks that they agree).
-DEFAULT = SimpleNamespace(steps=20, guidance=1.0, start=0.4, refine=True, refine_lr=5e-5, reg_every=5,
+DEFAULT = SimpleNamespace(steps=10, guidance=1.0, start=0.4, refine=True, refine_lr=5e-5, reg_every=5,
                           reg_strength=1.0, colour_fix=False)
 MAX_SCALE = 8.0
 
-# Priors the dropdown offers by name, when they can be loaded here: name -> (label, available?).
-# Adding one (e.g. "sd21") is one line; any other spec comes in through --prior or LATENTINDIGO_PRIORS.
+# Priors the dropdown always offers: name -> label. Any other spec comes in through --prior or
+# LATENTINDIGO_PRIORS. sd21 is offered everywhere: without a network and a cached copy, choosing it says how
+# to pre-download it.
 NAMED_PRIORS = {
-    "mini": ("mini (bundled, runs on a CPU)", lambda: (ASSETS / "mini").is_dir()),
-    # offered everywhere: without a network and a cached copy, choosing it says how to pre-download it
-    "sd21": ("Stable Diffusion 2.1-base (GPU; ~2.6 GB download on first use)", lambda: True),
+    "mini": "mini (bundled, runs on a CPU)",
+    "sd21": "Stable Diffusion 2.1-base (GPU; ~2.6 GB download on first use)",
 }
 MODES = [("LatentINN", "latent"), ("PixelINN", "pixel")]  # restore tab: where the INN guides
 METHOD_NAMES = {"latent": "LatentINN", "pixel": "PixelINN", "inn": "INN only", "bicubic": "bicubic",
@@ -104,11 +104,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def offered_priors(extra: list[str]) -> list[tuple[str, str]]:
     """Dropdown choices (label, spec): the flags' specs first (the first is the default), then the named
-    priors that are installed (`mini` is missing while it is being trained)."""
-    choices = {spec: spec for spec in extra}
-    for name, (label, available) in NAMED_PRIORS.items():
-        if name in choices or available():
-            choices[name] = label
+    priors."""
+    choices = {spec: spec for spec in extra} | NAMED_PRIORS
     return [(label, spec) for spec, label in choices.items()]
 
 
@@ -140,8 +137,7 @@ class Models:
 
         spec = spec or self.default
         if not spec:
-            raise UserError("no diffusion prior is available: start the app with --prior SPEC "
-                            "(the bundled mini prior is not installed)")
+            raise UserError("no diffusion prior is available: start the app with --prior SPEC")
         if spec not in self.specs:
             raise UserError(f"unknown prior {spec!r}: start the app with --prior {spec}")
         with self._loading:
@@ -645,12 +641,6 @@ def build_demo(specs: list[str], device: str | None = None, threads: int = 0) ->
     global MODELS
     choices = offered_priors(specs)
     MODELS = Models([spec for _, spec in choices], device, threads, default=specs[0] if specs else None)
-    notes = []
-    if "mini" in NAMED_PRIORS and not NAMED_PRIORS["mini"][1]():
-        notes.append("The bundled `mini` prior is not installed yet (`assets/mini`).")
-    if not choices:
-        notes.append("No diffusion prior is available: start the app with `--prior SPEC`. Only the INN and bicubic "
-                     "baselines (Compare and Degradation lab tabs) work.")
     examples = sorted(EXAMPLES.glob("*.png"))
     clean_examples = sorted((EXAMPLES / "clean").glob("*.png"))
 
@@ -662,7 +652,7 @@ def build_demo(specs: list[str], device: str | None = None, threads: int = 0) ->
         return gr.CheckboxGroup([(METHOD_NAMES[m], m) for m in COMPARE_METHODS], value=value, label="Methods")
 
     with gr.Blocks(title="LatentINDIGO", delete_cache=(3600, 4 * 3600)) as demo:
-        gr.Markdown(INTRO + "".join(f"\n\n> {note}" for note in notes))
+        gr.Markdown(INTRO)
         with gr.Tabs():
             # ---------------------------------------------------------------- restore
             with gr.Tab("Restore", id="restore"):

@@ -409,9 +409,8 @@ def test_page_is_built_without_torch_and_flags_win_over_environment(tmp_path):
         ("0.0.0.0", 9999, ["tiny-random", "./my-prior"], 5)
     assert (out["flags"]["host"], out["flags"]["port"], out["flags"]["prior"], out["flags"]["max_queue"]) == \
         ("127.0.0.2", 1234, ["tiny-random", "sd21-random"], 3)
-    mini = [["mini (bundled, runs on a CPU)", "mini"]] if (ROOT / "assets" / "mini").is_dir() else []
-    sd21 = [["Stable Diffusion 2.1-base (GPU; ~2.6 GB download on first use)", "sd21"]]
-    assert out["offered"] == [["tiny-random", "tiny-random"]] + mini + sd21  # mini only once it is installed
+    assert out["offered"] == [["tiny-random", "tiny-random"], ["mini (bundled, runs on a CPU)", "mini"],
+                              ["Stable Diffusion 2.1-base (GPU; ~2.6 GB download on first use)", "sd21"]]
 
     from latentindigo.sampler import MAX_SCALE, Settings
 
