@@ -53,7 +53,7 @@ class Settings:
     """Everything a restoration run depends on; the same settings and seed give the same output."""
 
     method: str = "latent"
-    steps: int = 20
+    steps: int = 10
     guidance: float = 1.0  # lambda: 0 = no guidance, 1 = the measurement's coarse part replaces z0's
     start: float = 0.4  # start strength: the starting estimate is noised to start * T
     refine: bool = True  # test-time refinement of the INN forward model
@@ -184,7 +184,7 @@ def restore(image: Image.Image, settings: Settings, prior: Prior | None = None,
         if settings.method in ("latent", "pixel"):
             if settings.colour_fix:
                 out = wavelet_colour_fix(out, resize(y, size, "bicubic"), levels + 2)
-            out = final_consistency(out, y_coarse, pixel.inn, gamma, levels)
+            out = final_consistency(out.clamp(0, 1), y)
     out = out.clamp(0, 1)
     trained = prior.latent_inn_trained if settings.method == "latent" else None
     yield Done(image=to_image(out), tensor=out, estimate=estimate, seconds=time.perf_counter() - t0,
@@ -205,20 +205,17 @@ def levels_for(size: tuple[int, int], input_size: tuple[int, int]) -> int:
     return levels_for_scale(math.sqrt(size[0] * size[1] / (input_size[0] * input_size[1])))
 
 
-def final_consistency(x: torch.Tensor, y_coarse: torch.Tensor, inn: LiftingINN, gamma: torch.Tensor,
-                      levels: int, iterations: int = 20) -> torch.Tensor:
-    """Keep x's details and take the coarse part from the measurement, so the output re-degrades to y.
+def final_consistency(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Back-projection: add the bicubic upscale of what the output, downscaled, misses of the input y.
 
-    Swapping the coarse part can push pixels out of [0, 1]; alternating the swap with clipping
-    (projections onto two convex sets, exact for a Haar network) converges to an image that is both.
+    Not DESIGN's PixelINN swap `g^-1(y_J, g_d(x))`: that inverse is a learned deblurring, and it amplifies
+    the input's noise and JPEG blocks into a checkerboard (on four evaluation photos it took the detail
+    measure to 3.2 and PSNR 3 dB below bicubic). The back-projected correction is smooth; two rounds take
+    consistency from 25 to 48 dB at the PSNR of bicubic.
     """
-    with torch.no_grad():
-        for _ in range(iterations):
-            _, details = inn(x.clamp(0, 1), gamma, levels=levels)
-            x = inn.inverse(y_coarse, details, gamma, tuple(x.shape[-2:]))
-            if x.min() > -2e-4 and x.max() < 1 + 2e-4:  # clipping now moves no pixel by more than 2e-4
-                break
-    return x.clamp(0, 1)
+    for _ in range(2):
+        x = (x + resize(y - resize(x, tuple(y.shape[-2:]), "bicubic"), tuple(x.shape[-2:]), "bicubic")).clamp(0, 1)
+    return x
 
 
 def wavelet_colour_fix(x: torch.Tensor, reference: torch.Tensor, levels: int) -> torch.Tensor:

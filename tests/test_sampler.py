@@ -4,11 +4,10 @@ import torch
 from PIL import Image
 
 from latentindigo.imageio import UserError
-from latentindigo.inn import coarse_size
 from latentindigo.priors import tiled
-from latentindigo.sampler import METHODS, Done, Settings, Step, levels_for, restore, run
-from latentindigo.degradations import resize
+from latentindigo.sampler import METHODS, Done, Settings, Step, restore, run
 from latentindigo.imageio import to_tensor
+from latentindigo.metrics import consistency
 
 FAST = dict(steps=4, size=(301, 203))  # 45x37 -> 301x203: odd, non-integer scale
 SMALL = dict(steps=3, size=(97, 79))  # cheaper, still odd
@@ -25,17 +24,11 @@ def test_every_method_gives_the_requested_size(method, photo, tiny_prior, fresh_
 @pytest.mark.parametrize("method", ["latent", "pixel"])
 def test_output_is_consistent_with_the_input(method, photo, tiny_prior, fresh_pixel_models):
     done = run(photo, Settings(method=method, **SMALL), tiny_prior, fresh_pixel_models)
-    pixel = fresh_pixel_models
-    gamma, _ = pixel.estimator(to_tensor(photo))
-    levels = levels_for((79, 97), (37, 45))
-    y_coarse = resize(to_tensor(photo), coarse_size(79, 97, levels), "bicubic")
-    with torch.no_grad():
-        coarse, _ = pixel.inn(done.tensor, gamma, levels=levels)
-    assert (coarse - y_coarse).abs().max() < 1e-3
+    # downscaled again, the output is the input (PSNR in dB), whatever the random prior made of it
+    assert consistency(done.tensor, to_tensor(photo)) > 40
     # the unguided baseline is not: guidance and final consistency are what make it so
     sdedit = run(photo, Settings(method="sdedit", **SMALL), tiny_prior, fresh_pixel_models)
-    with torch.no_grad():
-        assert (pixel.inn(sdedit.tensor, gamma, levels=levels)[0] - y_coarse).abs().max() > 1e-2
+    assert consistency(sdedit.tensor, to_tensor(photo)) < 25
 
 
 def test_same_seed_same_output_other_seed_other_output(photo, tiny_prior, fresh_pixel_models):
