@@ -46,6 +46,7 @@ def main() -> None:
 
     start = time.perf_counter()
     import torch  # noqa: F401  (imports are part of a cold start, reported separately)
+    from diffusers import AutoencoderKL, UNet2DModel  # noqa: F401  (diffusers imports its models lazily)
 
     from latentindigo.priors import load_prior
     from latentindigo.sampler import Done, Settings, load_pixel_models, restore, run

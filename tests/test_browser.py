@@ -39,7 +39,7 @@ def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("browser")
     port = free_port()
     env = app_env(tmp, GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=str(port),
-                  LATENTINDIGO_PRIORS="tiny-random", LATENTINDIGO_THREADS="1")
+                  LATENTINDIGO_PRIORS="mini", LATENTINDIGO_THREADS="1")  # the bundled default prior
     with serve([], env, port, tmp / "app.log") as url:
         yield url
 
@@ -111,7 +111,7 @@ def test_restore_shows_a_live_preview_then_the_slider(page, shots):
 def test_advanced_settings_and_prompt(page):
     page.get_by_text("Advanced").click()
     page.wait_for_selector("#prompt textarea, #prompt input", timeout=10_000)
-    # the tiny random prior has no text encoder: no prompt
+    # mini is unconditional: no prompt
     assert page.locator("#prompt textarea, #prompt input").first.is_disabled()
     assert "no text encoder" in page.locator("#prompt textarea, #prompt input").first.get_attribute("placeholder")
 
