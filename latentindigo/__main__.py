@@ -194,6 +194,9 @@ def _calibrate(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from latentindigo.evaluate import METHODS as EVALUATED_METHODS
+    from latentindigo.sampler import METHODS
+
     parser = argparse.ArgumentParser(prog="latentindigo", description="INN-guided latent diffusion restoration")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -227,8 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("evaluate", help="PSNR, SSIM, consistency, detail and speed of each method")
     p.add_argument("--gt", type=Path, required=True, help="folder of ground-truth images")
     p.add_argument("--lq", type=Path, required=True, help="folder of low-quality images (same file names)")
-    p.add_argument("--methods", nargs="+", default=["bicubic", "inn", "sdedit", "pixel", "latent"],
-                   choices=["bicubic", "inn", "sdedit", "pixel", "latent", "dps"])
+    p.add_argument("--methods", nargs="+", default=list(EVALUATED_METHODS), choices=METHODS)
     p.add_argument("--json", type=Path, help="also write the table as JSON")
     add_restore_options(p)
     p.set_defaults(run=_evaluate)

@@ -38,16 +38,20 @@ def pairs(gt_dir: Path, lq_dir: Path) -> list[tuple[Path, Path]]:
 def evaluate(gt_dir: Path, lq_dir: Path, prior=None, methods: tuple[str, ...] = METHODS,
              settings: Settings = Settings(), progress=None) -> dict[str, dict[str, float]]:
     """Mean of each column per method."""
-    images = [(to_tensor(load_image(g)), load_image(q)) for g, q in pairs(gt_dir, lq_dir)]
+    images = []  # (ground truth, low-quality image, its tensor)
+    for gt_path, lq_path in pairs(gt_dir, lq_dir):
+        lq = load_image(lq_path)
+        images.append((to_tensor(load_image(gt_path)), lq, to_tensor(lq)))
     table = {}
     for method in methods:
         rows = []
-        for gt, lq in images:
+        for gt, lq, y in images:
             s = replace(settings, method=method, size=(gt.shape[-1], gt.shape[-2]), scale=None)
             done = run(lq, s, prior if method in DIFFUSION_METHODS else None)
-            rows.append({"psnr": metrics.psnr(done.tensor.cpu(), gt), "ssim": metrics.ssim(done.tensor.cpu(), gt),
-                         "consistency": metrics.consistency(done.tensor.cpu(), to_tensor(lq)),
-                         "detail": metrics.detail(done.tensor.cpu(), gt), "seconds": done.seconds})
+            out = done.tensor.cpu()
+            rows.append({"psnr": metrics.psnr(out, gt), "ssim": metrics.ssim(out, gt),
+                         "consistency": metrics.consistency(out, y), "detail": metrics.detail(out, gt),
+                         "seconds": done.seconds})
             if progress:
                 progress(method)
         table[method] = {c: float(np.mean([r[c] for r in rows])) for c in COLUMNS}
