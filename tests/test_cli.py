@@ -46,3 +46,30 @@ def test_restore_writes_the_requested_size(tmp_path):
                  "tiny-random", "--steps", "2", "--size", "61x33", "--quiet")
     assert result.returncode == 0, result.stderr
     assert Image.open(tmp_path / "out.png").size == (61, 33)
+
+
+def test_evaluate_prints_a_row_per_method_and_writes_json(tmp_path, photo):
+    import json
+
+    for folder in ("gt", "lq"):
+        (tmp_path / folder).mkdir()
+    for name in ("a", "b"):
+        photo.save(tmp_path / "gt" / f"{name}.png")
+        photo.resize((15, 12), Image.Resampling.BICUBIC).save(tmp_path / "lq" / f"{name}.png")
+    result = cli("evaluate", "--gt", tmp_path / "gt", "--lq", tmp_path / "lq", "--methods", "bicubic", "inn",
+                 "--json", tmp_path / "table.json", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert [line.split("|")[1].strip() for line in result.stdout.splitlines()[2:]] == ["bicubic", "inn"]
+    table = json.loads((tmp_path / "table.json").read_text())
+    assert table["bicubic"]["consistency"] > 30  # bicubic up then down is close to the input
+    assert table["bicubic"]["psnr"] < 100  # and the lost detail is not back
+
+
+def test_evaluate_without_pairs_is_one_line(tmp_path):
+    for folder in ("gt", "lq"):
+        (tmp_path / folder).mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "gt" / "a.png")
+    Image.new("RGB", (4, 4)).save(tmp_path / "lq" / "other.png")
+    result = cli("evaluate", "--gt", tmp_path / "gt", "--lq", tmp_path / "lq", "--methods", "bicubic")
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and "ground truth of the same name" in result.stderr
