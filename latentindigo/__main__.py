@@ -149,6 +149,8 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
+    import shutil
+
     import torch
 
     from latentindigo import train
@@ -158,6 +160,11 @@ def _train(args: argparse.Namespace) -> None:
     if args.what == "vae":
         train.train_vae(args.data, args.out, factor=args.factor, steps=args.steps, batch=args.batch,
                         crop=args.crop, lr=args.lr, seed=args.seed, every=args.every)
+    elif args.what == "decoder":
+        train.train_decoder(args.data, args.vae, args.out, steps=args.steps, batch=args.batch, crop=args.crop,
+                            lr=args.lr, seed=args.seed, every=args.every)
+        if args.export:
+            shutil.copytree(args.out / "vae", args.export / "vqvae", dirs_exist_ok=True)
     elif args.what == "inn" and args.space == "pixel":
         train.train_pixel_inn(args.data, args.out, steps=args.steps, batch=args.batch, crop=args.crop,
                               lr=args.lr, seed=args.seed, every=args.every)
@@ -236,9 +243,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_evaluate)
 
     p = commands.add_parser("train", help="train the VAE, UNet or INNs of the bundled models (CPU, resumable)")
-    p.add_argument("what", choices=["vae", "unet", "inn"])
-    p.add_argument("--vae", type=Path, help="trained VAE folder (with 'unet'), e.g. runs/vae/vae")
-    p.add_argument("--export", type=Path, help="with 'unet': assemble the prior folder here, e.g. assets/mini")
+    p.add_argument("what", choices=["vae", "decoder", "unet", "inn"])
+    p.add_argument("--vae", type=Path, help="trained VAE folder (with 'unet' and 'decoder'), e.g. runs/vae/vae")
+    p.add_argument("--export", type=Path, help="with 'unet': assemble the prior folder here, e.g. assets/mini; with "
+                   "'decoder': replace its VAE")
     p.add_argument("--prior", default="mini", help="prior whose VAE the LatentINN is for (with 'inn --space latent')")
     p.add_argument("--space", choices=["pixel", "latent"], default="pixel", help="which INN (with 'inn')")
     p.add_argument("--data", type=Path, default=Path("data/photos"), help="photo set (python -m scripts.build_photoset)")

@@ -62,3 +62,19 @@ def test_latent_inn_calibration_beats_haar(tiny_prior, photos, tmp_path):
                                   crop=64, lr=2e-3, every=20)
     assert info["final"]["error"] < info["final"]["haar_error"]
     assert (tmp_path / "latent_inn.safetensors").exists()
+
+
+def test_decoder_fine_tune_keeps_the_encoder_and_its_latents(photos, tmp_path):
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    AutoencoderKL(**train.vae_config(4, channels=(16, 16, 16))).save_pretrained(tmp_path / "vae")
+    before = AutoencoderKL.from_pretrained(tmp_path / "vae")
+    train.train_decoder(photos, tmp_path / "vae", tmp_path / "run", steps=3, batch=2, crop=32, every=3)
+    after = AutoencoderKL.from_pretrained(tmp_path / "run" / "vae")
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    with torch.no_grad():  # the UNet and the LatentINN were trained on these latents: they must not move
+        torch.testing.assert_close(after.encode(x).latent_dist.mode(), before.encode(x).latent_dist.mode(),
+                                   rtol=0, atol=0)
+        assert not torch.equal(after.decode(before.encode(x).latent_dist.mode()).sample,
+                               before.decode(before.encode(x).latent_dist.mode()).sample)
