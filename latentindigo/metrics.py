@@ -44,8 +44,13 @@ def consistency(output: torch.Tensor, low_quality: torch.Tensor) -> float:
     return psnr(resize(output, tuple(low_quality.shape[-2:]), "bicubic"), low_quality)
 
 
+def image_gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Horizontal and vertical differences of neighbouring pixels."""
+    return x[..., :, 1:] - x[..., :, :-1], x[..., 1:, :] - x[..., :-1, :]
+
+
 def gradient_energy(x: torch.Tensor) -> float:
-    gx, gy = x[..., :, 1:] - x[..., :, :-1], x[..., 1:, :] - x[..., :-1, :]
+    gx, gy = image_gradients(x)
     return float(gx.pow(2).mean() + gy.pow(2).mean())
 
 

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from latentindigo.degradations import Degradation, Summary, degrade, random_degradation, resize
 from latentindigo.estimator import DegradationEstimator, encode_targets
 from latentindigo.inn import LiftingINN, coarse_size, levels_for_scale
-from latentindigo.metrics import detail, psnr
+from latentindigo.metrics import detail, image_gradients, psnr
 from latentindigo.priors import alphas_from_scheduler_config
 from latentindigo.weights import save_weights
 
@@ -102,10 +102,6 @@ class Checkpoint:
                 state["state"].setdefault(int(pid), {})[name] = value
         optimizer.load_state_dict(state)
         return meta
-
-
-def image_gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    return x[..., :, 1:] - x[..., :, :-1], x[..., 1:, :] - x[..., :-1, :]
 
 
 def _run_loop(out: Path, modules: dict[str, torch.nn.Module], optimizer: torch.optim.Optimizer, steps: int,
@@ -219,6 +215,8 @@ def train_decoder(data: Path, vae_folder: Path, out: Path, steps: int = 200, bat
     train, val = PhotoCrops(data / "train", crop), PhotoCrops(data / "val", 256, zoom=(1.0, 1.0))
     rng = np.random.default_rng(seed)
     val_batch = val.batch(np.random.default_rng(1234), 8)
+    with torch.no_grad():  # the encoder is frozen: the validation latents never change
+        val_latents = vae.encode(val_batch * 2 - 1).latent_dist.mode()
     optimizer = torch.optim.AdamW(decoder, lr=lr, weight_decay=0.0)
 
     def loss_fn(step: int):
@@ -233,11 +231,11 @@ def train_decoder(data: Path, vae_folder: Path, out: Path, steps: int = 200, bat
         # the added detail must encode back to the same latent: PixelINN guidance decodes and re-encodes at
         # every step, and detail the encoder sees would be added again each time
         cycle = F.l1_loss(vae.encode(recon).latent_dist.mean, posterior.mean)
-        return l1 + grad + energy + cycle, {"l1": l1.item(), "grad": grad.item(),
-                                                            "energy": energy.item(), "cycle": cycle.item()}
+        parts = {"l1": l1.item(), "grad": grad.item(), "energy": energy.item(), "cycle": cycle.item()}
+        return l1 + grad + energy + cycle, parts
 
     def validate() -> dict:
-        recon = ((vae.decode(vae.encode(val_batch * 2 - 1).latent_dist.mode()).sample + 1) / 2).clamp(0, 1)
+        recon = ((vae.decode(val_latents).sample + 1) / 2).clamp(0, 1)
         return {"psnr": round(psnr(recon, val_batch), 3),
                 "detail": round(float(np.mean([detail(r[None], x[None]) for r, x in zip(recon, val_batch)])), 3)}
 
