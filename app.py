@@ -59,6 +59,9 @@ NAMED_PRIORS = {
     "mini": "mini (bundled, runs on a CPU)",
     "sd21": "Stable Diffusion 2.1-base (GPU; ~2.6 GB download on first use)",
 }
+# A click while the tab's run is still pending is kept and runs next (gradio's default drops it): right after
+# Stop, the cancelled run may not have ended in the browser yet, and the user's next Run must not be lost.
+RUN_TRIGGER = "always_last"
 MODES = [("LatentINN", "latent"), ("PixelINN", "pixel")]  # restore tab: where the INN guides
 METHOD_NAMES = {"latent": "LatentINN", "pixel": "PixelINN", "inn": "INN only", "bicubic": "bicubic",
                 "sdedit": "SDEdit", "dps": "DPS"}
@@ -720,7 +723,7 @@ def build_demo(specs: list[str], device: str | None = None, threads: int = 0) ->
                             reg_every, reg_strength, start, colour_fix, prompt],
                     outputs=[preview, plot, status, result, png, seed_used, estimate, seconds],
                     api_name="restore", concurrency_limit=1, concurrency_id="device", show_progress="full",
-                    show_progress_on=[result])
+                    show_progress_on=[result], trigger_mode=RUN_TRIGGER)
                 stop_button.click(stopper("restore"), outputs=[status], queue=False,
                                   cancels=[restore_event], api_visibility="private")
                 for control in (image, scale, width, height):
@@ -756,7 +759,7 @@ def build_demo(specs: list[str], device: str | None = None, threads: int = 0) ->
                 compare_event = c_run.click(
                     compare, inputs=[c_image, c_methods, c_prior, c_steps, c_scale, c_seed],
                     outputs=[c_gallery, c_table, c_status], api_name="compare", concurrency_limit=1,
-                    concurrency_id="device", show_progress_on=[c_gallery])
+                    concurrency_id="device", show_progress_on=[c_gallery], trigger_mode=RUN_TRIGGER)
                 c_stop.click(stopper("compare"), outputs=[c_status], queue=False,
                              cancels=[compare_event], api_visibility="private")
 
@@ -798,7 +801,7 @@ def build_demo(specs: list[str], device: str | None = None, threads: int = 0) ->
                     lab, inputs=[l_image, l_scale, l_blur, l_noise, l_jpeg, l_dseed, l_methods, l_prior, l_steps,
                                  l_seed],
                     outputs=[l_low, l_gallery, l_table, l_status], api_name="lab", concurrency_limit=1,
-                    concurrency_id="device", show_progress_on=[l_gallery])
+                    concurrency_id="device", show_progress_on=[l_gallery], trigger_mode=RUN_TRIGGER)
                 l_stop.click(stopper("lab"), outputs=[l_status], queue=False,
                              cancels=[lab_event], api_visibility="private")
 
