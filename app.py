@@ -49,7 +49,7 @@ EXAMPLES = ASSETS / "examples"
 # The controls' defaults: latentindigo.sampler's `Settings()` and MAX_SCALE, written out so that the page is built
 # without importing torch (tests/test_app.py checks that they agree).
 DEFAULT = SimpleNamespace(steps=10, guidance=1.0, start=0.4, refine=True, refine_lr=5e-5, reg_every=5,
-                          reg_strength=1.0, colour_fix=False)
+                          reg_strength=1.0, eta=0.0, colour_fix=False)
 MAX_SCALE = 8.0
 
 # Priors the dropdown always offers: name -> label. Any other spec comes in through --prior or
@@ -424,7 +424,7 @@ def consistency_plot(rows: list[dict], phases: tuple[str, ...] | list[str] = ())
 def restore(image: str | None, prior: str | None = None, mode: str = "latent", guidance: float = DEFAULT.guidance,
             steps: int = DEFAULT.steps, scale: float = 4.0, width: int = 0, height: int = 0, seed: int = -1,
             refine: bool = DEFAULT.refine, refine_lr: float = DEFAULT.refine_lr, reg_every: int = DEFAULT.reg_every,
-            reg_strength: float = DEFAULT.reg_strength, start: float = DEFAULT.start,
+            reg_strength: float = DEFAULT.reg_strength, eta: float = DEFAULT.eta, start: float = DEFAULT.start,
             colour_fix: bool = DEFAULT.colour_fix, prompt: str = "", request: gr.Request = None,
             progress=gr.Progress()):
     """Restore one photo. Streams (preview, consistency plot, status, (before, after), PNG file, seed used,
@@ -437,8 +437,8 @@ def restore(image: str | None, prior: str | None = None, mode: str = "latent", g
     size = output_size(photo, width, height)
     settings = Settings(method=mode, steps=int(steps), guidance=float(guidance), start=float(start),
                         refine=bool(refine), refine_lr=float(refine_lr), reg_every=int(reg_every),
-                        reg_strength=float(reg_strength), colour_fix=bool(colour_fix), seed=pick_seed(seed),
-                        size=size, scale=None if size else float(scale))
+                        reg_strength=float(reg_strength), eta=float(eta), colour_fix=bool(colour_fix),
+                        seed=pick_seed(seed), size=size, scale=None if size else float(scale))
     settings.check(photo.width, photo.height)
     out_w, out_h = settings.output_size(photo.width, photo.height)
     yield restore_update(preview=gr.Image(value=None, label="Live preview"), plot=consistency_plot([]),
@@ -690,8 +690,12 @@ def build_demo(specs: list[str], device: str | None = None, threads: int = 0) ->
                                                    label="Regularise every N steps", info="0: off")
                                 reg_strength = Slider(0, 1, value=DEFAULT.reg_strength, step=0.05,
                                                       label="Regularisation strength")
-                            start = Slider(0.05, 1, value=DEFAULT.start, step=0.05, label="Start strength",
-                                           info="noise level the sampler starts from: higher invents more")
+                            with gr.Row():
+                                start = Slider(0.05, 1, value=DEFAULT.start, step=0.05, label="Start strength",
+                                               info="noise level the sampler starts from: higher invents more")
+                                eta = Slider(0, 1, value=DEFAULT.eta, step=0.05, label="Eta",
+                                             info="fresh noise per step: 0 deterministic (DDIM), 1 as DDPM; "
+                                                  "more gives more texture")
                             colour_fix = gr.Checkbox(DEFAULT.colour_fix, label="Colour fix",
                                                      info="take the lowest wavelet band from the input")
                             prompt = prompt_box(MODELS.default, value="", label="Prompt", max_length=500, lines=1,
@@ -720,7 +724,7 @@ def build_demo(specs: list[str], device: str | None = None, threads: int = 0) ->
                 restore_event = run_button.click(
                     restore,
                     inputs=[image, prior, mode, guidance, steps, scale, width, height, seed, refine, refine_lr,
-                            reg_every, reg_strength, start, colour_fix, prompt],
+                            reg_every, reg_strength, eta, start, colour_fix, prompt],
                     outputs=[preview, plot, status, result, png, seed_used, estimate, seconds],
                     api_name="restore", concurrency_limit=1, concurrency_id="device", show_progress="full",
                     show_progress_on=[result], trigger_mode=RUN_TRIGGER)

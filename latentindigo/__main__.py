@@ -75,8 +75,8 @@ def settings_from_args(args: argparse.Namespace):
         raise UserError("give --size or --scale, not both")
     return Settings(method=args.method, steps=args.steps, guidance=args.guidance, start=args.start,
                     refine=not args.no_refine, refine_lr=args.refine_lr, reg_every=args.reg_every,
-                    reg_strength=args.reg_strength, colour_fix=args.colour_fix, seed=args.seed, size=args.size,
-                    scale=args.scale, cfg_scale=args.cfg)
+                    reg_strength=args.reg_strength, eta=args.eta, colour_fix=args.colour_fix, seed=args.seed,
+                    size=args.size, scale=args.scale, cfg_scale=args.cfg)
 
 
 def load_prior_for(args: argparse.Namespace):
@@ -125,6 +125,7 @@ def add_restore_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--refine-lr", type=float, default=d.refine_lr)
     p.add_argument("--reg-every", type=int, default=d.reg_every, help="regularise every N steps (0: off)")
     p.add_argument("--reg-strength", type=float, default=d.reg_strength)
+    p.add_argument("--eta", type=float, default=d.eta, help="fresh noise per step: 0 deterministic DDIM, 1 DDPM")
     p.add_argument("--colour-fix", action="store_true", help="wavelet colour fix towards the input")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 

@@ -9,8 +9,9 @@ guidance (the INN swaps the coarse part of z0's wavelet decomposition for the me
 refinement (one Adam step fitting the INN's forward model to the current estimate) and
 regularisation (every few steps, pull z0 back towards latents the prior would produce: in latent mode its
 per-channel spread is matched to the unguided prediction's, which costs nothing; in pixel mode it is
-projected through the autoencoder, E(D(z0))); then a deterministic DDIM step to the next timestep. The
-PixelINN guides in pixel space (a decode and an encode per step), the LatentINN never leaves latent space.
+projected through the autoencoder, E(D(z0))); then a DDIM step to the next timestep (deterministic unless
+eta > 0). The PixelINN guides in pixel space (a decode and an encode per step), the LatentINN never leaves
+latent space.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ class Settings:
     refine_lr: float = 5e-5
     reg_every: int = 5  # regularisation every N steps; 0 = off
     reg_strength: float = 1.0  # 0-1: how far towards the regularised latent
+    eta: float = 0.0  # fresh noise per DDIM step: 0 = deterministic DDIM, 1 = as much as DDPM
     colour_fix: bool = False  # wavelet colour fix towards the bicubic upscale of the input
     seed: int = 0
     size: tuple[int, int] | None = None  # output (width, height)
@@ -84,6 +86,8 @@ class Settings:
             raise UserError(f"start strength must be in (0, 1], not {self.start}")
         if not 0 <= self.guidance <= 2:
             raise UserError(f"guidance strength must be between 0 and 2, not {self.guidance}")
+        if not 0 <= self.eta <= 1:
+            raise UserError(f"eta must be between 0 and 1, not {self.eta}")
         if self.refine_lr < 0 or self.reg_every < 0 or not 0 <= self.reg_strength <= 1:
             raise UserError("refinement learning rate, regularisation period and strength must not be negative"
                              " (strength at most 1)")
@@ -304,9 +308,7 @@ def _diffuse(y, y_coarse, size, levels, gamma, settings: Settings, prior: Prior,
                 err = partial(_coarse_error, inn, x0, y_work, gamma, levels)  # (in pixel space here)
             yield Step(phase="regularisation", _error=err, space=space, latent=z0, **event)
         if not last:
-            a_prev = alphas[int(timesteps[i + 1])].item()
-            eps = (z_t - math.sqrt(a) * z0) / math.sqrt(1 - a)
-            z_t = math.sqrt(a_prev) * z0 + math.sqrt(1 - a_prev) * eps
+            z_t = _ddim_step(z_t, z0, a, alphas[int(timesteps[i + 1])].item(), settings.eta, g)
     return decode(z0)
 
 
@@ -315,6 +317,18 @@ def match_spread(z: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     the measurement's colour, stays)."""
     mean, std = z.mean(dim=(-2, -1), keepdim=True), z.std(dim=(-2, -1), keepdim=True)
     return mean + (z - mean) * reference.std(dim=(-2, -1), keepdim=True) / (std + 1e-6)
+
+
+def _ddim_step(z_t: torch.Tensor, z0: torch.Tensor, a: float, a_prev: float, eta: float,
+               generator: torch.Generator) -> torch.Tensor:
+    """DDIM (Song et al. 2021, eq. 12) from noise level a to a_prev, given the clean estimate z0. The noise
+    direction is the one z_t implies for z0; eta > 0 replaces part of it by fresh noise."""
+    eps = (z_t - math.sqrt(a) * z0) / math.sqrt(1 - a)
+    sigma = eta * math.sqrt((1 - a_prev) / (1 - a) * (1 - a / a_prev))
+    z_prev = math.sqrt(a_prev) * z0 + math.sqrt(max(1 - a_prev - sigma**2, 0.0)) * eps
+    if sigma:
+        z_prev = z_prev + sigma * torch.randn(z0.shape, generator=generator).to(z0.device)
+    return z_prev
 
 
 def _coarse_error(inn: LiftingINN, estimate: torch.Tensor, measurement: torch.Tensor, gamma: torch.Tensor,

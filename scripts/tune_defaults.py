@@ -22,6 +22,7 @@ SWEEPS = {
     "start": [0.25, 0.4, 0.6],
     "refine": [False, True],
     "reg_every": [0, 2, 5],
+    "eta": [0.0, 0.5, 1.0],
     "colour_fix": [False, True],
 }
 

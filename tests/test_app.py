@@ -372,7 +372,8 @@ def test_api_defaults_are_the_library_defaults(client):
     assert all(p["parameter_has_default"] for p in parameters[1:])
     defaults = {p["parameter_name"]: p["parameter_default"] for p in parameters}
     library = Settings()
-    for name in ("guidance", "steps", "refine", "refine_lr", "reg_every", "reg_strength", "start", "colour_fix"):
+    for name in ("guidance", "steps", "refine", "refine_lr", "reg_every", "reg_strength", "eta", "start",
+                 "colour_fix"):
         assert defaults[name] == getattr(library, name), name
     assert defaults["scale"] == 4 and defaults["seed"] == -1 and defaults["mode"] == "latent"
     assert defaults["prior"] == "tiny-random"

@@ -31,10 +31,11 @@ def test_output_is_consistent_with_the_input(method, photo, tiny_prior, fresh_pi
     assert consistency(sdedit.tensor, to_tensor(photo)) < 25
 
 
-def test_same_seed_same_output_other_seed_other_output(photo, tiny_prior, fresh_pixel_models):
-    a = run(photo, Settings(seed=3, **SMALL), tiny_prior, fresh_pixel_models)
-    b = run(photo, Settings(seed=3, **SMALL), tiny_prior, fresh_pixel_models)
-    c = run(photo, Settings(seed=4, **SMALL), tiny_prior, fresh_pixel_models)
+@pytest.mark.parametrize("eta", [0.0, 1.0])  # eta's fresh noise comes from the seeded generator too
+def test_same_seed_same_output_other_seed_other_output(photo, tiny_prior, fresh_pixel_models, eta):
+    a = run(photo, Settings(seed=3, eta=eta, **SMALL), tiny_prior, fresh_pixel_models)
+    b = run(photo, Settings(seed=3, eta=eta, **SMALL), tiny_prior, fresh_pixel_models)
+    c = run(photo, Settings(seed=4, eta=eta, **SMALL), tiny_prior, fresh_pixel_models)
     assert np.array_equal(np.asarray(a.image), np.asarray(b.image))
     assert not np.array_equal(np.asarray(a.image), np.asarray(c.image))
 
@@ -109,6 +110,7 @@ def test_tiled_blending_is_exact_for_a_pointwise_function():
     (Settings(guidance=-1), "guidance"),
     (Settings(method="magic"), "method"),
     (Settings(start=0), "start"),
+    (Settings(eta=1.5), "eta"),
 ])
 def test_bad_settings_are_one_line_errors(photo, settings, message):
     with pytest.raises(UserError, match=message) as info:
