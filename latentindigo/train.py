@@ -104,6 +104,11 @@ class Checkpoint:
         return meta
 
 
+def gradient_l1(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """L1 between the image gradients of x and target: fights the blur a pixel loss alone gives, without a GAN."""
+    return sum(F.l1_loss(a, b) for a, b in zip(image_gradients(x), image_gradients(target)))
+
+
 def _run_loop(out: Path, modules: dict[str, torch.nn.Module], optimizer: torch.optim.Optimizer, steps: int,
               loss_fn, settings: dict, validate, every: int) -> dict:
     """The loop every trainer shares: resume, cosine learning-rate decay, progress bar, validation and
@@ -174,8 +179,7 @@ def train_vae(data: Path, out: Path, factor: int = 8, steps: int = 20000, batch:
         posterior = vae.encode(x).latent_dist
         recon = vae.decode(posterior.sample()).sample
         l1 = F.l1_loss(recon, x)
-        # edges: an L1 on image gradients fights the blur a pixel loss alone gives without a GAN
-        grad = sum(F.l1_loss(a, b) for a, b in zip(image_gradients(recon), image_gradients(x)))
+        grad = gradient_l1(recon, x)
         kl = posterior.kl().mean()
         return l1 + grad + kl_weight * kl, {"l1": l1.item(), "grad": grad.item(), "kl": kl.item()}
 
@@ -225,7 +229,7 @@ def train_decoder(data: Path, vae_folder: Path, out: Path, steps: int = 200, bat
             posterior = vae.encode(x).latent_dist
         recon = vae.decode(posterior.sample()).sample
         l1 = F.l1_loss(recon, x)
-        grad = sum(F.l1_loss(a, b) for a, b in zip(image_gradients(recon), image_gradients(x)))
+        grad = gradient_l1(recon, x)
         # square roots: the loss then weighs flat and busy cells alike
         energy = F.l1_loss((local_gradient_energy(recon) + 1e-4).sqrt(), (local_gradient_energy(x) + 1e-4).sqrt())
         # the added detail must encode back to the same latent: PixelINN guidance decodes and re-encodes at
