@@ -29,12 +29,13 @@ import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 import gradio as gr
 import pandas as pd
 from PIL import Image
+
+from latentindigo.settings import MAX_SCALE, Settings, settings_for
 
 try:  # Hugging Face ZeroGPU: a GPU is attached only while a decorated job runs
     import spaces
@@ -46,11 +47,10 @@ if TYPE_CHECKING:
 
 ASSETS = Path(__file__).resolve().parent / "assets"  # latentindigo.priors.ASSETS
 EXAMPLES = ASSETS / "examples"
-# The controls' defaults: latentindigo.sampler's `Settings()` and MAX_SCALE, written out so that the page is built
-# without importing torch (tests/test_app.py checks that they agree).
-DEFAULT = SimpleNamespace(steps=10, guidance=1.0, start=0.4, refine=True, refine_lr=5e-5, reg_every=5,
-                          reg_strength=1.0, eta=0.0, colour_fix=False)
-MAX_SCALE = 8.0
+# the sampler settings the Restore tab's controls set; their defaults are the chosen prior's tuned settings
+TUNED_CONTROLS = ("guidance", "steps", "refine", "refine_lr", "reg_every", "reg_strength", "latent_reg", "start", "eta",
+                  "colour_fix")
+LATENT_REGS = [("spread matching (free)", "spread"), ("projection through the VAE", "projection")]
 
 # Priors the dropdown always offers: name -> label. Any other spec comes in through --prior or
 # LATENTINDIGO_PRIORS. sd21 is offered everywhere: without a network and a cached copy, choosing it says how
@@ -126,6 +126,10 @@ class Models:
         self._loading = threading.Lock()
         self._priors: dict[str, Prior] = {}
 
+    def settings(self, spec: str | None, **given) -> Settings:
+        """Settings for a job on prior `spec` (None: the default): `given`, else the prior's tuned settings."""
+        return settings_for(spec or self.default, **given)
+
     @property
     def device(self) -> str:
         if self._device is None:
@@ -135,7 +139,7 @@ class Models:
         return self._device
 
     def prior(self, spec: str | None = None) -> Prior:
-        from latentindigo.imageio import UserError
+        from latentindigo import UserError
         from latentindigo.priors import load_prior
 
         spec = spec or self.default
@@ -244,7 +248,7 @@ def user_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from latentindigo.imageio import UserError
+        from latentindigo import UserError
 
         try:
             return (yield from fn(*args, **kwargs))
@@ -308,7 +312,8 @@ class Number(gr.Number):
 
 
 def read_photo(path: str | None) -> Image.Image:
-    from latentindigo.imageio import UserError, load_image
+    from latentindigo import UserError
+    from latentindigo.imageio import load_image
 
     if not path:
         raise UserError("upload a photo first")
@@ -336,7 +341,7 @@ def size_hint(path: str | None, scale: float, width: float | None, height: float
     """'64x64 → 256x256 (0.07 MP, at most 16.8)', read from the file's header only."""
     try:
         with Image.open(path) as photo:
-            from latentindigo.sampler import Settings, max_output_pixels
+            from latentindigo.settings import Settings, max_output_pixels
 
             out = output_size(photo, width, height) or Settings(scale=scale).output_size(*photo.size)
             return (f"{photo.width}x{photo.height} → {out[0]}x{out[1]} ({out[0] * out[1] / 1e6:.2f} megapixels, "
@@ -421,24 +426,27 @@ def consistency_plot(rows: list[dict], phases: tuple[str, ...] | list[str] = ())
 
 
 @user_errors
-def restore(image: str | None, prior: str | None = None, mode: str = "latent", guidance: float = DEFAULT.guidance,
-            steps: int = DEFAULT.steps, scale: float = 4.0, width: int = 0, height: int = 0, seed: int = -1,
-            refine: bool = DEFAULT.refine, refine_lr: float = DEFAULT.refine_lr, reg_every: int = DEFAULT.reg_every,
-            reg_strength: float = DEFAULT.reg_strength, eta: float = DEFAULT.eta, start: float = DEFAULT.start,
-            colour_fix: bool = DEFAULT.colour_fix, prompt: str = "", request: gr.Request = None,
+def restore(image: str | None, prior: str | None = None, mode: str = "latent", guidance: float | None = None,
+            steps: int | None = None, scale: float = 4.0, width: int = 0, height: int = 0, seed: int = -1,
+            refine: bool | None = None, refine_lr: float | None = None, reg_every: int | None = None,
+            reg_strength: float | None = None, latent_reg: str | None = None, start: float | None = None,
+            eta: float | None = None, colour_fix: bool | None = None, prompt: str = "", request: gr.Request = None,
             progress=gr.Progress()):
     """Restore one photo. Streams (preview, consistency plot, status, (before, after), PNG file, seed used,
-    estimated degradation, seconds); the last update carries the result."""
+    estimated degradation, seconds); the last update carries the result. A sampler setting left out (None) is
+    the prior's tuned one."""
     from latentindigo.imageio import save_png
-    from latentindigo.sampler import Done, Settings, load_pixel_models
+    from latentindigo.sampler import Done, load_pixel_models
     from latentindigo.sampler import restore as sample
 
     photo = read_photo(image)
     size = output_size(photo, width, height)
-    settings = Settings(method=mode, steps=int(steps), guidance=float(guidance), start=float(start),
-                        refine=bool(refine), refine_lr=float(refine_lr), reg_every=int(reg_every),
-                        reg_strength=float(reg_strength), eta=float(eta), colour_fix=bool(colour_fix),
-                        seed=pick_seed(seed), size=size, scale=None if size else float(scale))
+    given = dict(guidance=guidance, steps=steps, refine=refine, refine_lr=refine_lr, reg_every=reg_every,
+                 reg_strength=reg_strength, latent_reg=latent_reg, start=start, eta=eta, colour_fix=colour_fix)
+    library = Settings()  # (its field types: the browser sends numbers as floats)
+    settings = MODELS.settings(prior, method=mode, seed=pick_seed(seed), size=size,
+                            scale=None if size else float(scale),
+                            **{k: type(getattr(library, k))(v) for k, v in given.items() if v is not None})
     settings.check(photo.width, photo.height)
     out_w, out_h = settings.output_size(photo.width, photo.height)
     yield restore_update(preview=gr.Image(value=None, label="Live preview"), plot=consistency_plot([]),
@@ -493,7 +501,8 @@ def restore(image: str | None, prior: str | None = None, mode: str = "latent", g
 
 def run_method(photo: Image.Image, settings, prior_spec: str | None, job: Job, progress, label: str):
     """Run one method to the end: its `Done`, or None when the job was stopped."""
-    from latentindigo.sampler import DIFFUSION_METHODS, Done, load_pixel_models
+    from latentindigo.sampler import Done, load_pixel_models
+    from latentindigo.settings import DIFFUSION_METHODS
     from latentindigo.sampler import restore as sample
 
     diffusion_prior = None
@@ -520,18 +529,19 @@ def results_table(rows: list[dict], scores: bool = False) -> pd.DataFrame:
 
 @user_errors
 def compare(image: str | None, methods: list[str] | None = None, prior: str | None = None,
-            steps: int = DEFAULT.steps, scale: float = 4.0, seed: int = -1, request: gr.Request = None,
+            steps: int | None = None, scale: float = 4.0, seed: int = -1, request: gr.Request = None,
             progress=gr.Progress()):
     """The same photo and seed through several methods. Streams (gallery, table, status)."""
-    from latentindigo.imageio import UserError, save_png
-    from latentindigo.sampler import Settings
+    from latentindigo import UserError
+    from latentindigo.imageio import save_png
 
     photo = read_photo(image)
     methods = list(methods or [])
     if not methods:
         raise UserError("choose at least one method")
     seed = pick_seed(seed)
-    runs = [Settings(method=m, steps=int(steps), scale=float(scale), seed=seed) for m in methods]
+    steps = {} if steps is None else {"steps": int(steps)}
+    runs = [MODELS.settings(prior, method=m, scale=float(scale), seed=seed, **steps) for m in methods]
     for settings in runs:
         settings.check(photo.width, photo.height)
     gallery, rows = [], []
@@ -556,13 +566,13 @@ def compare(image: str | None, methods: list[str] | None = None, prior: str | No
 @user_errors
 def lab(image: str | None, scale: float = 4.0, blur: float = 1.0, noise: float = 5.0, jpeg: int = 75,
         degradation_seed: int = 0, methods: list[str] | None = None, prior: str | None = None,
-        steps: int = DEFAULT.steps, seed: int = 0, request: gr.Request = None, progress=gr.Progress()):
+        steps: int | None = None, seed: int = 0, request: gr.Request = None, progress=gr.Progress()):
     """Degrade a clean photo, restore it with several methods at its own size, and score each against it.
     Streams (degraded photo, gallery, table, status)."""
     from latentindigo.degradations import Degradation, degrade, scaled_size
-    from latentindigo.imageio import UserError, save_png, to_image, to_tensor
+    from latentindigo import UserError
+    from latentindigo.imageio import save_png, to_image, to_tensor
     from latentindigo.metrics import psnr, ssim
-    from latentindigo.sampler import Settings
 
     clean = read_photo(image)
     methods = list(methods or [])
@@ -572,7 +582,8 @@ def lab(image: str | None, scale: float = 4.0, blur: float = 1.0, noise: float =
                     jpeg=None if jpeg >= 100 else int(jpeg))
     low_h, low_w = scaled_size(clean.height, clean.width, d.scale)
     seed = pick_seed(seed)
-    runs = [Settings(method=m, steps=int(steps), size=clean.size, seed=seed) for m in methods]
+    steps = {} if steps is None else {"steps": int(steps)}
+    runs = [MODELS.settings(prior, method=m, size=clean.size, seed=seed, **steps) for m in methods]
     for settings in runs:  # before degrading: a photo too large to restore is refused at once
         settings.check(low_w, low_h)
     truth = f"x{scale:g}, blur {blur:g}, noise {noise:g}/255, " + ("no JPEG" if d.jpeg is None else f"JPEG {d.jpeg}")
@@ -618,7 +629,7 @@ def gpu_seconds(fn):
             pixels = 512 * 512
         methods = a.get("methods") or [a.get("mode") or "latent"]
         per_step = sum({"pixel": 0.25, "dps": 0.5}.get(m, 0.08) for m in methods)
-        steps = int(a.get("steps") or DEFAULT.steps)
+        steps = int(a.get("steps") or Settings().steps)
         return int(min(300, 20 + steps * per_step * max(1.0, pixels / 512**2)))
 
     return estimate
@@ -626,6 +637,18 @@ def gpu_seconds(fn):
 
 if spaces is not None:
     restore, compare, lab = (spaces.GPU(duration=gpu_seconds(f))(f) for f in (restore, compare, lab))
+
+
+def tuned_controls(spec: str | None) -> list:
+    """Values for the Restore tab's sampler controls (TUNED_CONTROLS): prior `spec`'s tuned settings, set when the
+    user picks that prior."""
+    from latentindigo import UserError
+
+    try:
+        values = MODELS.settings(spec)
+    except UserError as e:
+        raise gr.Error(str(e), print_exception=False) from None
+    return [getattr(values, name) for name in TUNED_CONTROLS]
 
 
 INTRO = """# LatentINDIGO
@@ -646,6 +669,8 @@ def build_demo(specs: list[str], device: str | None = None, threads: int = 0) ->
     MODELS = Models([spec for _, spec in choices], device, threads, default=specs[0] if specs else None)
     examples = sorted(EXAMPLES.glob("*.png"))
     clean_examples = sorted((EXAMPLES / "clean").glob("*.png"))
+
+    tuned = MODELS.settings(None)
 
     def prior_dropdown():
         return gr.Dropdown(choices, value=MODELS.default, label="Diffusion prior",
@@ -669,9 +694,9 @@ def build_demo(specs: list[str], device: str | None = None, threads: int = 0) ->
                         mode = gr.Radio(MODES, value="latent", label="Mode",
                                         info="where the INN enforces the photo's content: LatentINN never leaves "
                                              "latent space (fast), PixelINN guides in pixels (decode + encode a step)")
-                        guidance = Slider(0, 2, value=DEFAULT.guidance, step=0.05, label="Guidance strength",
+                        guidance = Slider(0, 2, value=tuned.guidance, step=0.05, label="Guidance strength",
                                           info="0: free prior, 1: the photo's coarse content replaces the estimate's")
-                        steps = Slider(1, 200, value=DEFAULT.steps, step=1, label="Steps", elem_id="steps")
+                        steps = Slider(1, 200, value=tuned.steps, step=1, label="Steps", elem_id="steps")
                         with gr.Row():
                             scale = Slider(1, MAX_SCALE, value=4, step=0.5, label="Scale factor", min_width=160)
                             width = Number(0, minimum=0, maximum=16384, precision=0, label="Width", min_width=80)
@@ -681,22 +706,25 @@ def build_demo(specs: list[str], device: str | None = None, threads: int = 0) ->
                                       info="-1: a random seed (the one used is shown with the result)")
                         with gr.Accordion("Advanced", open=False):
                             with gr.Row():
-                                refine = gr.Checkbox(DEFAULT.refine, label="Refinement",
+                                refine = gr.Checkbox(tuned.refine, label="Refinement",
                                                      info="adapt the INN to this photo while sampling")
-                                refine_lr = Number(DEFAULT.refine_lr, minimum=0, maximum=0.01,
+                                refine_lr = Number(tuned.refine_lr, minimum=0, maximum=0.01,
                                                    label="Refinement learning rate")
                             with gr.Row():
-                                reg_every = Slider(0, 50, value=DEFAULT.reg_every, step=1,
+                                reg_every = Slider(0, 50, value=tuned.reg_every, step=1,
                                                    label="Regularise every N steps", info="0: off")
-                                reg_strength = Slider(0, 1, value=DEFAULT.reg_strength, step=0.05,
+                                reg_strength = Slider(0, 1, value=tuned.reg_strength, step=0.05,
                                                       label="Regularisation strength")
+                            latent_reg = gr.Radio(LATENT_REGS, value=tuned.latent_reg,
+                                                  label="LatentINN regularisation",
+                                                  info="projection: sharper, a decode and an encode each time")
                             with gr.Row():
-                                start = Slider(0.05, 1, value=DEFAULT.start, step=0.05, label="Start strength",
+                                start = Slider(0.05, 1, value=tuned.start, step=0.05, label="Start strength",
                                                info="noise level the sampler starts from: higher invents more")
-                                eta = Slider(0, 1, value=DEFAULT.eta, step=0.05, label="Eta",
+                                eta = Slider(0, 1, value=tuned.eta, step=0.05, label="Eta",
                                              info="fresh noise per step: 0 deterministic (DDIM), 1 as DDPM; "
                                                   "more gives more texture")
-                            colour_fix = gr.Checkbox(DEFAULT.colour_fix, label="Colour fix",
+                            colour_fix = gr.Checkbox(tuned.colour_fix, label="Colour fix",
                                                      info="take the lowest wavelet band from the input")
                             prompt = prompt_box(MODELS.default, value="", label="Prompt", max_length=500, lines=1,
                                                 elem_id="prompt", info="text-conditioned priors only")
@@ -724,7 +752,7 @@ def build_demo(specs: list[str], device: str | None = None, threads: int = 0) ->
                 restore_event = run_button.click(
                     restore,
                     inputs=[image, prior, mode, guidance, steps, scale, width, height, seed, refine, refine_lr,
-                            reg_every, reg_strength, eta, start, colour_fix, prompt],
+                            reg_every, reg_strength, latent_reg, start, eta, colour_fix, prompt],
                     outputs=[preview, plot, status, result, png, seed_used, estimate, seconds],
                     api_name="restore", concurrency_limit=1, concurrency_id="device", show_progress="full",
                     show_progress_on=[result], trigger_mode=RUN_TRIGGER)
@@ -735,6 +763,9 @@ def build_demo(specs: list[str], device: str | None = None, threads: int = 0) ->
                                    show_progress="hidden", api_visibility="private")
                 prior.change(prompt_box, prior, prompt, queue=False, show_progress="hidden",
                              api_visibility="private")
+                prior.change(tuned_controls, prior, [guidance, steps, refine, refine_lr, reg_every, reg_strength,
+                                                     latent_reg, start, eta, colour_fix],
+                             queue=False, show_progress="hidden", api_visibility="private")
                 demo.load(prompt_box, prior, prompt, queue=False, show_progress="hidden", api_visibility="private")
 
             # ---------------------------------------------------------------- compare
@@ -747,7 +778,7 @@ def build_demo(specs: list[str], device: str | None = None, threads: int = 0) ->
                                         example_labels=[p.stem for p in examples])
                         c_methods = methods_box(list(COMPARE_METHODS))
                         c_prior = prior_dropdown()
-                        c_steps = Slider(1, 200, value=DEFAULT.steps, step=1, label="Steps", elem_id="compare-steps")
+                        c_steps = Slider(1, 200, value=tuned.steps, step=1, label="Steps", elem_id="compare-steps")
                         c_scale = Slider(1, MAX_SCALE, value=4, step=0.5, label="Scale factor")
                         c_seed = Number(-1, minimum=-1, maximum=2**31 - 1, precision=0, label="Seed",
                                         info="one seed for every method; -1: random")
@@ -785,7 +816,7 @@ def build_demo(specs: list[str], device: str | None = None, threads: int = 0) ->
                         l_dseed = Number(0, minimum=0, maximum=2**31 - 1, precision=0, label="Degradation seed")
                         l_methods = methods_box(["latent", "inn", "bicubic"])
                         l_prior = prior_dropdown()
-                        l_steps = Slider(1, 200, value=DEFAULT.steps, step=1, label="Steps", elem_id="lab-steps")
+                        l_steps = Slider(1, 200, value=tuned.steps, step=1, label="Steps", elem_id="lab-steps")
                         l_seed = Number(0, minimum=-1, maximum=2**31 - 1, precision=0, label="Seed",
                                         info="-1: random")
                         with gr.Row():

@@ -15,6 +15,7 @@ import json
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,7 +50,8 @@ def main() -> None:
     from diffusers import AutoencoderKL, UNet2DModel  # noqa: F401  (diffusers imports its models lazily)
 
     from latentindigo.priors import load_prior
-    from latentindigo.sampler import Done, Settings, load_pixel_models, restore, run
+    from latentindigo.sampler import Done, load_pixel_models, restore, run
+    from latentindigo.settings import settings_for
 
     imported = time.perf_counter() - start
     start = time.perf_counter()
@@ -58,18 +60,20 @@ def main() -> None:
     loaded = time.perf_counter() - start
 
     photos = inputs()
-    run(photos[0][1], Settings(method=args.method, steps=1, scale=4), prior, pixel)  # warm-up
+    settings = settings_for(args.prior, method=args.method, scale=4)
+    run(photos[0][1], replace(settings, steps=1), prior, pixel)  # warm-up
     rows = []
     for name, photo in photos:
         for _ in range(args.repeats):
             start, first = time.perf_counter(), None
-            for event in restore(photo, Settings(method=args.method, scale=4), prior, pixel):
+            for event in restore(photo, settings, prior, pixel):
                 if first is None:
                     first = time.perf_counter() - start
                 if isinstance(event, Done):
                     rows.append({"photo": name, "seconds": time.perf_counter() - start, "first_event": first})
     print(f"imports {imported:.2f} s, loading {args.prior} + pixel models {loaded:.2f} s; "
-          f"{args.method}, default settings ({Settings().steps} steps), 64x64 -> 256x256, "
+          f"{args.method}, the prior's tuned settings ({settings.steps} steps, {settings.latent_reg} every "
+          f"{settings.reg_every}, eta {settings.eta:g}), 64x64 -> 256x256, "
           f"{torch.get_num_threads()} threads")
     print("| photo | s/image | first step event (s) |\n|---|---|---|")
     for r in rows:

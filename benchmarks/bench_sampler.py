@@ -18,6 +18,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,7 +39,8 @@ def measure(args: argparse.Namespace) -> dict:
     from PIL import Image
 
     from latentindigo.priors import load_prior
-    from latentindigo.sampler import Settings, run
+    from latentindigo.sampler import run
+    from latentindigo.settings import settings_for
 
     torch.manual_seed(0)
     prior = load_prior(args.prior, device=args.device)
@@ -47,8 +49,8 @@ def measure(args: argparse.Namespace) -> dict:
     rng = np.random.default_rng(0)
     base = rng.random((small // 8 + 1, small // 8 + 1, 3))
     image = Image.fromarray((base * 255).astype(np.uint8)).resize((small, small), Image.Resampling.BICUBIC)
-    settings = Settings(method=args.method, steps=args.steps, size=(args.size, args.size), seed=0)
-    run(image, Settings(method=args.method, steps=1, size=(args.size, args.size)), prior)  # warm-up
+    settings = settings_for(args.prior, method=args.method, steps=args.steps, size=(args.size, args.size), seed=0)
+    run(image, replace(settings, steps=1), prior)  # warm-up
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()

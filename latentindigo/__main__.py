@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from latentindigo.imageio import UserError
+from latentindigo import UserError
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -38,7 +38,8 @@ def _restore(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
     from latentindigo.imageio import load_image, save_png
-    from latentindigo.sampler import DIFFUSION_METHODS, Done, restore
+    from latentindigo.sampler import Done, restore
+    from latentindigo.settings import DIFFUSION_METHODS
 
     settings = settings_from_args(args)
     image = load_image(args.input)
@@ -69,14 +70,13 @@ def _restore_dir(args: argparse.Namespace) -> None:
 
 
 def settings_from_args(args: argparse.Namespace):
-    from latentindigo.sampler import Settings
+    """The options given, and for the sampler options not given, the prior's tuned settings."""
+    from latentindigo.settings import TUNABLE, settings_for
 
     if args.size and args.scale:
         raise UserError("give --size or --scale, not both")
-    return Settings(method=args.method, steps=args.steps, guidance=args.guidance, start=args.start,
-                    refine=not args.no_refine, refine_lr=args.refine_lr, reg_every=args.reg_every,
-                    reg_strength=args.reg_strength, eta=args.eta, colour_fix=args.colour_fix, seed=args.seed,
-                    size=args.size, scale=args.scale, cfg_scale=args.cfg)
+    given = {name: getattr(args, name) for name in TUNABLE if getattr(args, name) is not None}
+    return settings_for(args.prior, method=args.method, seed=args.seed, size=args.size, scale=args.scale, **given)
 
 
 def load_prior_for(args: argparse.Namespace):
@@ -101,7 +101,9 @@ def load_prior_for(args: argparse.Namespace):
 
 
 def add_restore_options(p: argparse.ArgumentParser) -> None:
-    from latentindigo.sampler import METHODS, Settings
+    """The sampler options default to None: the prior's tuned settings (`sampler_settings.json` in its folder),
+    else the library's."""
+    from latentindigo.settings import LATENT_REGULARISERS, METHODS, Settings
 
     d = Settings()
     p.add_argument("--method", choices=METHODS, default=d.method, help="latent/pixel: LatentINDIGO; others: baselines")
@@ -114,19 +116,23 @@ def add_restore_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the denoiser")
     p.add_argument("--prompt", help="text-conditioned priors: the prompt (default: a neutral quality prompt)")
     p.add_argument("--negative-prompt", help="text-conditioned priors: the negative prompt")
-    p.add_argument("--cfg", type=float, default=d.cfg_scale, help="classifier-free guidance scale (1: off)")
-    p.add_argument("--steps", type=int, default=d.steps)
-    p.add_argument("--guidance", type=float, default=d.guidance, help="guidance strength lambda (0-2)")
-    p.add_argument("--start", type=float, default=d.start, help="start strength: noise level of the start (0-1]")
+    p.add_argument("--cfg", type=float, dest="cfg_scale", metavar="CFG", help=f"classifier-free guidance scale ({d.cfg_scale:g}: off)")
+    p.add_argument("--steps", type=int, help=f"denoising steps ({d.steps})")
+    p.add_argument("--guidance", type=float, help=f"guidance strength lambda (0-2; {d.guidance:g})")
+    p.add_argument("--start", type=float, help=f"start strength: noise level of the start (0-1]; {d.start:g})")
     p.add_argument("--size", type=_size, help="output WIDTHxHEIGHT")
     p.add_argument("--scale", type=float, help="output / input size (default 4)")
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--no-refine", action="store_true", help="switch off test-time INN refinement")
-    p.add_argument("--refine-lr", type=float, default=d.refine_lr)
-    p.add_argument("--reg-every", type=int, default=d.reg_every, help="regularise every N steps (0: off)")
-    p.add_argument("--reg-strength", type=float, default=d.reg_strength)
-    p.add_argument("--eta", type=float, default=d.eta, help="fresh noise per step: 0 deterministic DDIM, 1 DDPM")
-    p.add_argument("--colour-fix", action="store_true", help="wavelet colour fix towards the input")
+    p.add_argument("--no-refine", action="store_false", dest="refine", default=None,
+                   help="switch off test-time INN refinement")
+    p.add_argument("--refine-lr", type=float, help=f"({d.refine_lr:g})")
+    p.add_argument("--reg-every", type=int, help=f"regularise every N steps (0: off; {d.reg_every})")
+    p.add_argument("--reg-strength", type=float, help=f"({d.reg_strength:g})")
+    p.add_argument("--latent-reg", choices=LATENT_REGULARISERS,
+                   help=f"LatentINN regularisation: spread matching in latent space (free) or projection through "
+                        f"the VAE (a decode and an encode each time; {d.latent_reg})")
+    p.add_argument("--eta", type=float, help=f"fresh noise per step: 0 deterministic DDIM, 1 DDPM ({d.eta:g})")
+    p.add_argument("--colour-fix", action="store_true", default=None, help="wavelet colour fix towards the input")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -136,7 +142,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
     from latentindigo.evaluate import evaluate, markdown, pairs
-    from latentindigo.sampler import DIFFUSION_METHODS
+    from latentindigo.settings import DIFFUSION_METHODS
 
     settings = settings_from_args(args)
     prior = load_prior_for(args) if set(args.methods) & set(DIFFUSION_METHODS) else None
@@ -203,7 +209,7 @@ def _calibrate(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from latentindigo.evaluate import METHODS as EVALUATED_METHODS
-    from latentindigo.sampler import METHODS
+    from latentindigo.settings import METHODS
 
     parser = argparse.ArgumentParser(prog="latentindigo", description="INN-guided latent diffusion restoration")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

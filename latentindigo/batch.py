@@ -44,7 +44,8 @@ from pathlib import Path
 
 import torch
 
-from latentindigo.imageio import ImageError, UserError, load_image, save_png
+from latentindigo import UserError
+from latentindigo.imageio import ImageError, load_image, save_png
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 MANIFEST = "manifest"  # OUT_DIR/manifest.jsonl, OUT_DIR/manifest.part-{index}.jsonl
@@ -149,7 +150,7 @@ def restore_dir(in_dir: str | os.PathLike, out_dir: str | os.PathLike, settings,
     """
     from tqdm import tqdm
 
-    from latentindigo.sampler import DIFFUSION_METHODS
+    from latentindigo.settings import DIFFUSION_METHODS
 
     in_dir, out_dir = Path(in_dir), Path(out_dir)
     check_settings(settings)

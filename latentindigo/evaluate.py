@@ -16,8 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from latentindigo import metrics
-from latentindigo.imageio import UserError, load_image, to_tensor
-from latentindigo.sampler import DIFFUSION_METHODS, Settings, run
+from latentindigo import UserError
+from latentindigo.imageio import load_image, to_tensor
+from latentindigo.sampler import run
+from latentindigo.settings import DIFFUSION_METHODS, Settings, settings_for
 
 METHODS = ("bicubic", "inn", "sdedit", "pixel", "latent")
 COLUMNS = ("psnr", "ssim", "consistency", "detail", "seconds")
@@ -36,8 +38,9 @@ def pairs(gt_dir: Path, lq_dir: Path) -> list[tuple[Path, Path]]:
 
 
 def evaluate(gt_dir: Path, lq_dir: Path, prior=None, methods: tuple[str, ...] = METHODS,
-             settings: Settings = Settings(), progress=None) -> dict[str, dict[str, float]]:
-    """Mean of each column per method."""
+             settings: Settings | None = None, progress=None) -> dict[str, dict[str, float]]:
+    """Mean of each column per method; `settings` default to the prior's tuned ones."""
+    settings = settings or (settings_for(prior.name) if prior else Settings())
     images = []  # (ground truth, low-quality image, its tensor)
     for gt_path, lq_path in pairs(gt_dir, lq_dir):
         lq = load_image(lq_path)

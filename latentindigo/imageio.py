@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from latentindigo import UserError
+
 MAX_INPUT_PIXELS: int = 64_000_000
 
 ImageSource = Union[
@@ -43,10 +45,6 @@ _DECODE_ERRORS = (
 
 _HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 _ALPHA_MODES = ("RGBA", "RGBa", "LA", "PA")
-
-
-class UserError(ValueError):
-    """A mistake the user can fix (a bad file, a bad parameter); `str()` is one line that says what."""
 
 
 class ImageError(UserError):

@@ -7,18 +7,18 @@
 Every diffusion step predicts the clean latent z0, then runs the phases:
 guidance (the INN swaps the coarse part of z0's wavelet decomposition for the measurement's),
 refinement (one Adam step fitting the INN's forward model to the current estimate) and
-regularisation (every few steps, pull z0 back towards latents the prior would produce: in latent mode its
-per-channel spread is matched to the unguided prediction's, which costs nothing; in pixel mode it is
-projected through the autoencoder, E(D(z0))); then a DDIM step to the next timestep (deterministic unless
-eta > 0). The PixelINN guides in pixel space (a decode and an encode per step), the LatentINN never leaves
-latent space.
+regularisation (every few steps, pull z0 back towards latents the prior would produce: the LatentINN
+matches each latent channel's spread to the unguided prediction's, which costs nothing, or projects z0
+through the autoencoder, E(D(z0)), as the PixelINN always does; a projection also runs at the last step);
+then a DDIM step to the next timestep (deterministic unless eta > 0). The PixelINN guides in pixel space
+(a decode and an encode per step), the LatentINN in latent space. Which regularisation and eta a prior
+samples best with is its tuned settings (`latentindigo.settings.settings_for`).
 """
 
 from __future__ import annotations
 
 import copy
 import math
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,79 +31,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from latentindigo import UserError
 from latentindigo.degradations import resize
 from latentindigo.estimator import DegradationEstimator, Estimate
-from latentindigo.imageio import UserError, to_image, to_tensor
+from latentindigo.imageio import to_image, to_tensor
 from latentindigo.inn import LiftingINN, coarse_size, levels_for_scale, zero_details
 from latentindigo.priors import ASSETS, Prior
+from latentindigo.settings import DIFFUSION_METHODS, Settings
 from latentindigo.weights import load_weights
-
-METHODS = ("latent", "pixel", "bicubic", "inn", "sdedit", "dps")
-DIFFUSION_METHODS = ("latent", "pixel", "sdedit", "dps")
-MAX_OUTPUT_PIXELS = 4096 * 4096  # default; LATENTINDIGO_MAX_OUTPUT_PIXELS overrides it
-
-
-def max_output_pixels() -> int:
-    """The output pixel limit, read when it is checked so that a server can set it at start-up."""
-    return int(os.environ.get("LATENTINDIGO_MAX_OUTPUT_PIXELS", MAX_OUTPUT_PIXELS))
-MAX_SCALE = 8.0
-
-
-@dataclass
-class Settings:
-    """Everything a restoration run depends on; the same settings and seed give the same output."""
-
-    method: str = "latent"
-    steps: int = 10
-    guidance: float = 1.0  # lambda: 0 = no guidance, 1 = the measurement's coarse part replaces z0's
-    start: float = 0.4  # start strength: the starting estimate is noised to start * T
-    refine: bool = True  # test-time refinement of the INN forward model
-    refine_lr: float = 5e-5
-    reg_every: int = 5  # regularisation every N steps; 0 = off
-    reg_strength: float = 1.0  # 0-1: how far towards the regularised latent
-    eta: float = 0.0  # fresh noise per DDIM step: 0 = deterministic DDIM, 1 = as much as DDPM
-    colour_fix: bool = False  # wavelet colour fix towards the bicubic upscale of the input
-    seed: int = 0
-    size: tuple[int, int] | None = None  # output (width, height)
-    scale: float | None = None  # output / input size, when no size is given
-    cfg_scale: float = 1.0  # classifier-free guidance, text-conditioned priors only
-
-    def output_size(self, width: int, height: int) -> tuple[int, int]:
-        """(width, height) of the output for an input of width x height."""
-        if self.size:
-            return int(self.size[0]), int(self.size[1])
-        scale = self.scale or 4.0
-        return max(1, round(width * scale)), max(1, round(height * scale))
-
-    def check(self, width: int, height: int, max_pixels: int | None = None) -> None:
-        """Raise UserError with a one-line message for settings a user got wrong."""
-        max_pixels = max_pixels or max_output_pixels()
-        if self.method not in METHODS:
-            raise UserError(f"method must be one of {', '.join(METHODS)}, not {self.method!r}")
-        if self.steps < 1 or self.steps > 1000:
-            raise UserError(f"steps must be between 1 and 1000, not {self.steps}")
-        if not 0 < self.start <= 1:
-            raise UserError(f"start strength must be in (0, 1], not {self.start}")
-        if not 0 <= self.guidance <= 2:
-            raise UserError(f"guidance strength must be between 0 and 2, not {self.guidance}")
-        if not 0 <= self.eta <= 1:
-            raise UserError(f"eta must be between 0 and 1, not {self.eta}")
-        if self.refine_lr < 0 or self.reg_every < 0 or not 0 <= self.reg_strength <= 1:
-            raise UserError("refinement learning rate, regularisation period and strength must not be negative"
-                             " (strength at most 1)")
-        if not 0 <= self.cfg_scale <= 30:
-            raise UserError(f"classifier-free guidance scale must be between 0 and 30, not {self.cfg_scale}")
-        if self.scale is not None and not 1 <= self.scale <= MAX_SCALE:
-            raise UserError(f"scale must be between 1 and {MAX_SCALE:g}, not {self.scale}")
-        out_w, out_h = self.output_size(width, height)
-        if out_w < 1 or out_h < 1:
-            raise UserError(f"output size must be positive, not {out_w}x{out_h}")
-        if out_w * out_h > max_pixels:
-            raise UserError(f"output {out_w}x{out_h} is {out_w * out_h / 1e6:.1f} megapixels, above the limit of "
-                             f"{max_pixels / 1e6:.1f} (LATENTINDIGO_MAX_OUTPUT_PIXELS)")
-        ratio = max(out_w / width, out_h / height)
-        if ratio > MAX_SCALE * 1.001 or min(out_w / width, out_h / height) < 0.999:
-            raise UserError(f"output {out_w}x{out_h} must be 1x to {MAX_SCALE:g}x the input {width}x{height}")
 
 
 @dataclass
@@ -298,14 +233,17 @@ def _diffuse(y, y_coarse, size, levels, gamma, settings: Settings, prior: Prior,
                 yield Step(phase="refinement", _error=err, space=space, latent=z0, **event)
 
         last = i == total - 1
-        if method in ("latent", "pixel") and settings.reg_every and (i + 1) % settings.reg_every == 0 and not last:
-            if method == "latent":
-                z0 = z0 + settings.reg_strength * (match_spread(z0, z_prior) - z0)
-                err = partial(_coarse_error, inn, z0, z_y, gamma, levels)
-            else:
+        # a projection also runs at the last step, so that the output decodes from a latent the encoder produces
+        project = method == "pixel" or settings.latent_reg == "projection"
+        due = settings.reg_every and ((i + 1) % settings.reg_every == 0 and not last or last and project)
+        if method in ("latent", "pixel") and due:
+            if project:
                 x0 = prior.decode(z0).clamp(0, 1)
                 z0 = z0 + settings.reg_strength * (prior.encode(x0) - z0)
-                err = partial(_coarse_error, inn, x0, y_work, gamma, levels)  # (in pixel space here)
+            else:
+                z0 = z0 + settings.reg_strength * (match_spread(z0, z_prior) - z0)
+            err = (partial(_coarse_error, inn, z0, z_y, gamma, levels) if method == "latent"
+                   else partial(_coarse_error, inn, x0, y_work, gamma, levels))  # (in pixel space here)
             yield Step(phase="regularisation", _error=err, space=space, latent=z0, **event)
         if not last:
             z_t = _ddim_step(z_t, z0, a, alphas[int(timesteps[i + 1])].item(), settings.eta, g)

@@ -14,7 +14,8 @@ from PIL import Image, ImageDraw
 from latentindigo.evaluate import pairs
 from latentindigo.imageio import load_image
 from latentindigo.priors import load_prior
-from latentindigo.sampler import DIFFUSION_METHODS, Settings, run
+from latentindigo.sampler import run
+from latentindigo.settings import DIFFUSION_METHODS, settings_for
 
 COLUMNS = ("input", "bicubic", "inn", "pixel", "latent", "ground truth")
 
@@ -38,7 +39,7 @@ def main() -> None:
         gt, lq = load_image(gt_path), load_image(lq_path)
         cells = [lq.resize(gt.size, Image.Resampling.NEAREST)]
         for method in COLUMNS[1:-1]:
-            settings = Settings(method=method, size=gt.size)
+            settings = settings_for(args.prior, method=method, size=gt.size)
             cells.append(run(lq, settings, prior if method in DIFFUSION_METHODS else None).image)
         cells.append(gt)
         for c, cell in enumerate(cells):

@@ -2,8 +2,8 @@
 
     python -m scripts.tune_defaults [--prior mini] [--gt data/eval/gt --lq data/eval/lq]
 
-One setting at a time is varied around the current defaults (all sweeps for the LatentINN; guidance and start
-for the slower PixelINN); each row is the mean over the evaluation pairs (see `latentindigo.evaluate`).
+One setting at a time is varied around the prior's tuned settings (`settings_for`: its sampler_settings.json over
+the library defaults; all sweeps for the LatentINN, regularisation and eta for the slower PixelINN); each row is the mean over the evaluation pairs (see `latentindigo.evaluate`).
 The README's tuning section is this script's output.
 """
 
@@ -14,14 +14,15 @@ from pathlib import Path
 
 from latentindigo.evaluate import evaluate
 from latentindigo.priors import load_prior
-from latentindigo.sampler import Settings
+from latentindigo.settings import settings_for
 
 SWEEPS = {
     "steps": [10, 20, 30],
     "guidance": [0.5, 0.8, 1.0],
     "start": [0.25, 0.4, 0.6],
     "refine": [False, True],
-    "reg_every": [0, 2, 5],
+    "reg_every": [0, 2, 3, 5],
+    "latent_reg": ["spread", "projection"],
     "eta": [0.0, 0.5, 1.0],
     "colour_fix": [False, True],
 }
@@ -38,9 +39,9 @@ def main() -> None:
     prior = load_prior(args.prior)
     rows = []
     print("| method | setting | PSNR | SSIM | consistency | detail | s/image |\n|---|---|---|---|---|---|---|")
-    default = Settings()
+    default = settings_for(args.prior)
     for method in args.methods:
-        sweeps = SWEEPS if method == "latent" else {k: SWEEPS[k] for k in ("guidance", "start")}
+        sweeps = SWEEPS if method == "latent" else {k: SWEEPS[k] for k in ("reg_every", "eta")}
         configs = [("defaults", default)] + [(f"{name}={value}", replace(default, **{name: value}))
                                              for name, values in sweeps.items() for value in values
                                              if value != getattr(default, name)]

@@ -362,8 +362,8 @@ def test_lab_restores_to_the_original_size_and_scores_each_method(client, tmp_pa
 
 # ------------------------------------------------------------------------------------------- API and startup
 
-def test_api_defaults_are_the_library_defaults(client):
-    from latentindigo.sampler import MAX_SCALE, Settings
+def test_api_defaults_are_the_default_priors_tuned_settings(client):
+    from latentindigo.settings import MAX_SCALE, settings_for
 
     api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
     assert {"/restore", "/compare", "/lab", "/stop"} <= set(api)
@@ -371,10 +371,10 @@ def test_api_defaults_are_the_library_defaults(client):
     assert parameters[0]["parameter_name"] == "image" and not parameters[0]["parameter_has_default"]
     assert all(p["parameter_has_default"] for p in parameters[1:])
     defaults = {p["parameter_name"]: p["parameter_default"] for p in parameters}
-    library = Settings()
-    for name in ("guidance", "steps", "refine", "refine_lr", "reg_every", "reg_strength", "eta", "start",
-                 "colour_fix"):
-        assert defaults[name] == getattr(library, name), name
+    tuned = settings_for("tiny-random")  # (none: the library's)
+    for name in ("guidance", "steps", "refine", "refine_lr", "reg_every", "reg_strength", "latent_reg", "eta",
+                 "start", "colour_fix"):
+        assert defaults[name] == getattr(tuned, name), name
     assert defaults["scale"] == 4 and defaults["seed"] == -1 and defaults["mode"] == "latent"
     assert defaults["prior"] == "tiny-random"
     assert f"between 1 and {MAX_SCALE:g}," in BAD_SETTINGS[1][1]  # the scale slider's range is the library's
@@ -390,8 +390,6 @@ out["flags"] = vars(app.parse_args(["--host", "127.0.0.2", "--port", "1234", "--
 out["offered"] = app.offered_priors(["tiny-random"])
 app.build_demo(["tiny-random"])
 out["heavy"] = sorted(m for m in ("torch", "diffusers", "latentindigo.sampler") if m in sys.modules)
-out["max_scale"] = app.MAX_SCALE
-out["defaults"] = vars(app.DEFAULT)
 print(json.dumps(out))
 """
 
@@ -413,7 +411,22 @@ def test_page_is_built_without_torch_and_flags_win_over_environment(tmp_path):
     assert out["offered"] == [["tiny-random", "tiny-random"], ["mini (bundled, runs on a CPU)", "mini"],
                               ["Stable Diffusion 2.1-base (GPU; ~2.6 GB download on first use)", "sd21"]]
 
-    from latentindigo.sampler import MAX_SCALE, Settings
 
-    assert out["max_scale"] == MAX_SCALE
-    assert out["defaults"] == {k: getattr(Settings(), k) for k in out["defaults"]}
+def test_the_sampler_controls_follow_the_chosen_priors_tuned_settings(tmp_path):
+    """A prior folder's sampler_settings.json sets the Restore tab's controls when the page is built for it
+    and when the user picks it; a prior without one gets the library's."""
+    import gradio as gr
+
+    import app
+    from latentindigo.settings import TUNED_FILE, Settings
+
+    (tmp_path / TUNED_FILE).write_text('{"eta": 0.75, "latent_reg": "projection", "reg_every": 3}')
+    demo = app.build_demo([str(tmp_path), "tiny-random"])
+    page = {b.label: b.value for b in demo.blocks.values()
+            if getattr(b, "label", None) in ("Eta", "LatentINN regularisation", "Regularise every N steps")}
+    assert page == {"Eta": 0.75, "LatentINN regularisation": "projection", "Regularise every N steps": 3}
+    picked = dict(zip(app.TUNED_CONTROLS, app.tuned_controls("tiny-random")))
+    assert picked == {name: getattr(Settings(), name) for name in app.TUNED_CONTROLS}
+    (tmp_path / TUNED_FILE).write_text('{"seed": 1}')
+    with pytest.raises(gr.Error, match="sets what it may not: seed"):
+        app.tuned_controls(str(tmp_path))

@@ -13,7 +13,7 @@ from PIL import Image
 
 from latentindigo.__main__ import main
 from latentindigo.batch import merge_parts, plan, restore_dir
-from latentindigo.sampler import Settings
+from latentindigo.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 # name -> input size; sorted, "d_bad.png" (added by one test) falls between and is the 4th file: process 1's

@@ -73,3 +73,18 @@ def test_evaluate_without_pairs_is_one_line(tmp_path):
     result = cli("evaluate", "--gt", tmp_path / "gt", "--lq", tmp_path / "lq", "--methods", "bicubic")
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1 and "ground truth of the same name" in result.stderr
+
+
+def test_sampler_options_left_out_are_the_priors_tuned_settings(tmp_path):
+    from latentindigo.__main__ import build_parser, settings_from_args
+    from latentindigo.settings import TUNED_FILE
+
+    (tmp_path / TUNED_FILE).write_text('{"eta": 1.0, "reg_every": 3, "refine": true}')
+
+    def settings(*args):
+        return settings_from_args(build_parser().parse_args(["restore", "in.png", "-o", "out.png", "--prior",
+                                                             str(tmp_path), *args]))
+
+    assert (settings().eta, settings().reg_every, settings().steps) == (1.0, 3, 10)
+    given = settings("--eta", "0", "--no-refine", "--latent-reg", "projection", "--steps", "4")
+    assert (given.eta, given.refine, given.latent_reg, given.reg_every, given.steps) == (0.0, False, "projection", 3, 4)

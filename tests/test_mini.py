@@ -7,7 +7,8 @@ from PIL import Image
 from latentindigo.imageio import to_tensor
 from latentindigo.metrics import consistency
 from latentindigo.priors import ASSETS, load_prior
-from latentindigo.sampler import Settings, run
+from latentindigo.sampler import run
+from latentindigo.settings import settings_for
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,7 @@ def test_mini_is_a_diffusers_folder_with_a_trained_latent_inn(mini):
 
 @pytest.mark.parametrize("method", ["latent", "pixel"])
 def test_mini_restores_to_size_consistently(mini, small_photo, method):
-    done = run(small_photo, Settings(method=method, steps=4, size=(161, 121)), mini)
+    done = run(small_photo, settings_for("mini", method=method, steps=4, size=(161, 121)), mini)
     assert done.image.size == (161, 121)
     assert consistency(done.tensor.cpu(), to_tensor(small_photo)) > 40
 
@@ -41,9 +42,11 @@ def test_mini_restores_to_size_consistently(mini, small_photo, method):
 def test_a_constant_photo_stays_seamless_when_tiled(mini):
     # mini's native latent is 64x64 (256 pixels): a 400x300 output is denoised as overlapping tiles. A seam
     # is a straight line of jumps, so the mean jump across each row and column boundary is what is checked;
-    # the outermost 16 pixels are left out (the decoder's zero padding shifts a flat colour at the border)
-    done = run(Image.new("RGB", (100, 75), (110, 150, 190)), Settings(steps=3, scale=4), mini)
-    out = done.tensor[0, :, 16:-16, 16:-16].cpu()
+    # the outermost 32 pixels are left out: the autoencoder's zero padding shifts a flat colour at the border,
+    # and each projection's round trip through it (mini's tuned regularisation) carries the shift a little
+    # further in (jumps of 3/255 at 23 pixels from the edge; the tiles' blending zones are 48-256 pixels in)
+    done = run(Image.new("RGB", (100, 75), (110, 150, 190)), settings_for("mini", steps=3, scale=4), mini)
+    out = done.tensor[0, :, 32:-32, 32:-32].cpu()
     across_rows = (out[:, 1:] - out[:, :-1]).abs().mean(dim=(0, 2)).max()
     across_columns = (out[:, :, 1:] - out[:, :, :-1]).abs().mean(dim=(0, 1)).max()
     assert max(across_rows, across_columns) < 2 / 255

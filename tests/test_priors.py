@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from latentindigo.imageio import UserError
+from latentindigo import UserError
 from latentindigo.priors import latent_inn_cache_path, load_prior
 
 

@@ -3,10 +3,11 @@ import pytest
 import torch
 from PIL import Image
 
-from latentindigo.imageio import UserError
+from latentindigo import UserError
 from latentindigo.priors import tiled
-from latentindigo.sampler import METHODS, Done, Settings, Step, restore, run
+from latentindigo.sampler import Done, Step, restore, run
 from latentindigo.imageio import to_tensor
+from latentindigo.settings import METHODS, TUNED_FILE, Settings, settings_for
 from latentindigo.metrics import consistency
 
 FAST = dict(steps=4, size=(301, 203))  # 45x37 -> 301x203: odd, non-integer scale
@@ -57,6 +58,18 @@ def test_events_arrive_in_order_with_all_phases(method, phases, photo, tiny_prio
     assert order == sorted(order)
     assert steps[0].preview.size == done.image.size
     assert all(np.isfinite(e.consistency) and e.consistency >= 0 for e in steps)
+
+
+@pytest.mark.parametrize("method,latent_reg,regularised", [
+    ("latent", "spread", [2, 4]),  # every 2 steps, not at the last: spreads only
+    ("latent", "projection", [2, 4, 5]),  # projections also at the last step: the output decodes from E(D(z0))
+    ("pixel", "spread", [2, 4, 5]),  # the PixelINN always projects (latent_reg is the LatentINN's)
+])
+def test_projections_also_regularise_the_last_step(method, latent_reg, regularised, photo, tiny_prior,
+                                                   fresh_pixel_models):
+    settings = Settings(method=method, latent_reg=latent_reg, steps=5, reg_every=2, scale=2)
+    events = list(restore(photo, settings, tiny_prior, fresh_pixel_models))[:-1]
+    assert [e.step for e in events if e.phase == "regularisation"] == regularised
 
 
 def test_no_refinement_no_regularisation(photo, tiny_prior, fresh_pixel_models):
@@ -111,8 +124,31 @@ def test_tiled_blending_is_exact_for_a_pointwise_function():
     (Settings(method="magic"), "method"),
     (Settings(start=0), "start"),
     (Settings(eta=1.5), "eta"),
+    (Settings(latent_reg="smooth"), "regularisation must be one of spread, projection"),
 ])
 def test_bad_settings_are_one_line_errors(photo, settings, message):
     with pytest.raises(UserError, match=message) as info:
         settings.check(photo.width, photo.height)
     assert "\n" not in str(info.value)
+
+
+def test_a_priors_tuned_settings_are_the_defaults_and_what_is_given_wins(tmp_path):
+    (tmp_path / TUNED_FILE).write_text('{"eta": 1.0, "latent_reg": "projection", "reg_every": 3}')
+    tuned = settings_for(str(tmp_path), method="pixel")
+    assert (tuned.eta, tuned.latent_reg, tuned.reg_every, tuned.method) == (1.0, "projection", 3, "pixel")
+    assert tuned.steps == Settings().steps  # what the file leaves out is the library's
+    assert settings_for(str(tmp_path), eta=0.5).eta == 0.5
+    assert settings_for("tiny-random") == Settings()  # no file: the library defaults
+    assert settings_for("mini").latent_reg == "projection"  # the bundled prior ships its tuning
+
+
+@pytest.mark.parametrize("text,message", [
+    ('{"eta": 1.0, "seed": 3, "size": [64, 64]}', "sets what it may not: seed, size"),
+    ("[1, 2]", "must hold a JSON object"),
+    ('{"eta": ', "cannot read"),
+])
+def test_a_broken_tuned_settings_file_is_a_one_line_error(tmp_path, text, message):
+    (tmp_path / TUNED_FILE).write_text(text)
+    with pytest.raises(UserError, match=message) as info:
+        settings_for(str(tmp_path))
+    assert "\n" not in str(info.value) and TUNED_FILE in str(info.value)

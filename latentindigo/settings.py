@@ -1,0 +1,120 @@
+"""What a restoration run depends on: `Settings`, checked with one-line errors, and the settings tuned for a
+prior (`sampler_settings.json` in its folder), which are the defaults wherever the user sets nothing.
+
+No torch here: the demo builds its page from these before the heavy imports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from latentindigo import UserError
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+TUNED_FILE = "sampler_settings.json"
+
+METHODS = ("latent", "pixel", "bicubic", "inn", "sdedit", "dps")
+DIFFUSION_METHODS = ("latent", "pixel", "sdedit", "dps")
+LATENT_REGULARISERS = ("spread", "projection")
+MAX_OUTPUT_PIXELS = 4096 * 4096  # default; LATENTINDIGO_MAX_OUTPUT_PIXELS overrides it
+MAX_SCALE = 8.0
+
+
+def max_output_pixels() -> int:
+    """The output pixel limit, read when it is checked so that a server can set it at start-up."""
+    return int(os.environ.get("LATENTINDIGO_MAX_OUTPUT_PIXELS", MAX_OUTPUT_PIXELS))
+
+
+@dataclass
+class Settings:
+    """Everything a restoration run depends on; the same settings and seed give the same output."""
+
+    method: str = "latent"
+    steps: int = 10
+    guidance: float = 1.0  # lambda: 0 = no guidance, 1 = the measurement's coarse part replaces z0's
+    start: float = 0.4  # start strength: the starting estimate is noised to start * T
+    refine: bool = True  # test-time refinement of the INN forward model
+    refine_lr: float = 5e-5
+    reg_every: int = 5  # regularisation every N steps; 0 = off
+    reg_strength: float = 1.0  # 0-1: how far towards the regularised latent
+    eta: float = 0.0  # fresh noise per DDIM step: 0 = deterministic DDIM, 1 = as much as DDPM
+    # how the LatentINN regularises: "spread" matches each latent channel's spread to the unguided prediction's
+    # (latent space, free); "projection" is the PixelINN's E(D(z0)) (a decode and an encode each time)
+    latent_reg: str = "spread"
+    colour_fix: bool = False  # wavelet colour fix towards the bicubic upscale of the input
+    seed: int = 0
+    size: tuple[int, int] | None = None  # output (width, height)
+    scale: float | None = None  # output / input size, when no size is given
+    cfg_scale: float = 1.0  # classifier-free guidance, text-conditioned priors only
+
+    def output_size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) of the output for an input of width x height."""
+        if self.size:
+            return int(self.size[0]), int(self.size[1])
+        scale = self.scale or 4.0
+        return max(1, round(width * scale)), max(1, round(height * scale))
+
+    def check(self, width: int, height: int, max_pixels: int | None = None) -> None:
+        """Raise UserError with a one-line message for settings a user got wrong."""
+        max_pixels = max_pixels or max_output_pixels()
+        if self.method not in METHODS:
+            raise UserError(f"method must be one of {', '.join(METHODS)}, not {self.method!r}")
+        if self.steps < 1 or self.steps > 1000:
+            raise UserError(f"steps must be between 1 and 1000, not {self.steps}")
+        if not 0 < self.start <= 1:
+            raise UserError(f"start strength must be in (0, 1], not {self.start}")
+        if not 0 <= self.guidance <= 2:
+            raise UserError(f"guidance strength must be between 0 and 2, not {self.guidance}")
+        if self.latent_reg not in LATENT_REGULARISERS:
+            raise UserError(f"LatentINN regularisation must be one of {', '.join(LATENT_REGULARISERS)}, "
+                            f"not {self.latent_reg!r}")
+        if not 0 <= self.eta <= 1:
+            raise UserError(f"eta must be between 0 and 1, not {self.eta}")
+        if self.refine_lr < 0 or self.reg_every < 0 or not 0 <= self.reg_strength <= 1:
+            raise UserError("refinement learning rate, regularisation period and strength must not be negative"
+                             " (strength at most 1)")
+        if not 0 <= self.cfg_scale <= 30:
+            raise UserError(f"classifier-free guidance scale must be between 0 and 30, not {self.cfg_scale}")
+        if self.scale is not None and not 1 <= self.scale <= MAX_SCALE:
+            raise UserError(f"scale must be between 1 and {MAX_SCALE:g}, not {self.scale}")
+        out_w, out_h = self.output_size(width, height)
+        if out_w < 1 or out_h < 1:
+            raise UserError(f"output size must be positive, not {out_w}x{out_h}")
+        if out_w * out_h > max_pixels:
+            raise UserError(f"output {out_w}x{out_h} is {out_w * out_h / 1e6:.1f} megapixels, above the limit of "
+                             f"{max_pixels / 1e6:.1f} (LATENTINDIGO_MAX_OUTPUT_PIXELS)")
+        ratio = max(out_w / width, out_h / height)
+        if ratio > MAX_SCALE * 1.001 or min(out_w / width, out_h / height) < 0.999:
+            raise UserError(f"output {out_w}x{out_h} must be 1x to {MAX_SCALE:g}x the input {width}x{height}")
+
+
+# what a prior's sampler_settings.json may set: how to sample, not what to make (method, size, seed)
+TUNABLE = ("steps", "guidance", "start", "refine", "refine_lr", "reg_every", "reg_strength", "eta", "latent_reg",
+           "colour_fix", "cfg_scale")
+
+
+def tuned_settings(spec: str) -> dict:
+    """The settings tuned for a prior: its folder's sampler_settings.json (`mini`, or any local folder); {} for
+    priors without one (hub ids and the random test priors use the library defaults)."""
+    path = (ASSETS / "mini" if spec == "mini" else Path(spec)) / TUNED_FILE
+    if not path.is_file():
+        return {}
+    try:
+        values = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot read {path}: {' '.join(str(e).split())}") from None
+    if not isinstance(values, dict):
+        raise UserError(f"{path} must hold a JSON object of settings, like {{\"eta\": 1.0}}")
+    unknown = sorted(set(values) - set(TUNABLE))
+    if unknown:
+        raise UserError(f"{path} sets what it may not: {', '.join(unknown)} (it may set {', '.join(TUNABLE)})")
+    return values
+
+
+def settings_for(spec: str, **given) -> Settings:
+    """Settings for a run on prior `spec`: what the caller gives, else the prior's tuned settings, else the
+    library defaults."""
+    return Settings(**(tuned_settings(spec) | given))
