@@ -35,7 +35,8 @@ import gradio as gr
 import pandas as pd
 from PIL import Image
 
-from latentindigo.settings import MAX_SCALE, Settings, settings_for
+from latentindigo import UserError
+from latentindigo.settings import DIFFUSION_METHODS, MAX_SCALE, Settings, max_output_pixels, settings_for
 
 try:  # Hugging Face ZeroGPU: a GPU is attached only while a decorated job runs
     import spaces
@@ -139,7 +140,6 @@ class Models:
         return self._device
 
     def prior(self, spec: str | None = None) -> Prior:
-        from latentindigo import UserError
         from latentindigo.priors import load_prior
 
         spec = spec or self.default
@@ -248,7 +248,6 @@ def user_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from latentindigo import UserError
 
         try:
             return (yield from fn(*args, **kwargs))
@@ -312,7 +311,6 @@ class Number(gr.Number):
 
 
 def read_photo(path: str | None) -> Image.Image:
-    from latentindigo import UserError
     from latentindigo.imageio import load_image
 
     if not path:
@@ -341,8 +339,6 @@ def size_hint(path: str | None, scale: float, width: float | None, height: float
     """'64x64 → 256x256 (0.07 MP, at most 16.8)', read from the file's header only."""
     try:
         with Image.open(path) as photo:
-            from latentindigo.settings import Settings, max_output_pixels
-
             out = output_size(photo, width, height) or Settings(scale=scale).output_size(*photo.size)
             return (f"{photo.width}x{photo.height} → {out[0]}x{out[1]} ({out[0] * out[1] / 1e6:.2f} megapixels, "
                     f"at most {max_output_pixels() / 1e6:.1f})")
@@ -445,8 +441,8 @@ def restore(image: str | None, prior: str | None = None, mode: str = "latent", g
                  reg_strength=reg_strength, latent_reg=latent_reg, start=start, eta=eta, colour_fix=colour_fix)
     library = Settings()  # (its field types: the browser sends numbers as floats)
     settings = MODELS.settings(prior, method=mode, seed=pick_seed(seed), size=size,
-                            scale=None if size else float(scale),
-                            **{k: type(getattr(library, k))(v) for k, v in given.items() if v is not None})
+                               scale=None if size else float(scale),
+                               **{k: type(getattr(library, k))(v) for k, v in given.items() if v is not None})
     settings.check(photo.width, photo.height)
     out_w, out_h = settings.output_size(photo.width, photo.height)
     yield restore_update(preview=gr.Image(value=None, label="Live preview"), plot=consistency_plot([]),
@@ -502,7 +498,6 @@ def restore(image: str | None, prior: str | None = None, mode: str = "latent", g
 def run_method(photo: Image.Image, settings, prior_spec: str | None, job: Job, progress, label: str):
     """Run one method to the end: its `Done`, or None when the job was stopped."""
     from latentindigo.sampler import Done, load_pixel_models
-    from latentindigo.settings import DIFFUSION_METHODS
     from latentindigo.sampler import restore as sample
 
     diffusion_prior = None
@@ -532,7 +527,6 @@ def compare(image: str | None, methods: list[str] | None = None, prior: str | No
             steps: int | None = None, scale: float = 4.0, seed: int = -1, request: gr.Request = None,
             progress=gr.Progress()):
     """The same photo and seed through several methods. Streams (gallery, table, status)."""
-    from latentindigo import UserError
     from latentindigo.imageio import save_png
 
     photo = read_photo(image)
@@ -570,7 +564,6 @@ def lab(image: str | None, scale: float = 4.0, blur: float = 1.0, noise: float =
     """Degrade a clean photo, restore it with several methods at its own size, and score each against it.
     Streams (degraded photo, gallery, table, status)."""
     from latentindigo.degradations import Degradation, degrade, scaled_size
-    from latentindigo import UserError
     from latentindigo.imageio import save_png, to_image, to_tensor
     from latentindigo.metrics import psnr, ssim
 
@@ -642,7 +635,6 @@ if spaces is not None:
 def tuned_controls(spec: str | None) -> list:
     """Values for the Restore tab's sampler controls (TUNED_CONTROLS): prior `spec`'s tuned settings, set when the
     user picks that prior."""
-    from latentindigo import UserError
 
     try:
         values = MODELS.settings(spec)
@@ -692,8 +684,8 @@ def build_demo(specs: list[str], device: str | None = None, threads: int = 0) ->
                                         example_labels=[p.stem for p in examples])
                         prior = prior_dropdown()
                         mode = gr.Radio(MODES, value="latent", label="Mode",
-                                        info="where the INN enforces the photo's content: LatentINN never leaves "
-                                             "latent space (fast), PixelINN guides in pixels (decode + encode a step)")
+                                        info="where the INN enforces the photo's content: LatentINN guides in "
+                                             "latent space (fast), PixelINN in pixels (decode + encode a step)")
                         guidance = Slider(0, 2, value=tuned.guidance, step=0.05, label="Guidance strength",
                                           info="0: free prior, 1: the photo's coarse content replaces the estimate's")
                         steps = Slider(1, 200, value=tuned.steps, step=1, label="Steps", elem_id="steps")

@@ -106,6 +106,8 @@ def add_restore_options(p: argparse.ArgumentParser) -> None:
     from latentindigo.settings import LATENT_REGULARISERS, METHODS, Settings
 
     d = Settings()
+    p.epilog = ("Sampler options left out take the prior's tuned settings (sampler_settings.json in its folder; the "
+                "bundled mini has one), else the library defaults shown in parentheses.")
     p.add_argument("--method", choices=METHODS, default=d.method, help="latent/pixel: LatentINDIGO; others: baselines")
     p.add_argument("--prior", default="mini", help="mini (bundled), sd21, a diffusers folder or hub id[@revision], "
                    "tiny-random or sd21-random")
@@ -116,10 +118,11 @@ def add_restore_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the denoiser")
     p.add_argument("--prompt", help="text-conditioned priors: the prompt (default: a neutral quality prompt)")
     p.add_argument("--negative-prompt", help="text-conditioned priors: the negative prompt")
-    p.add_argument("--cfg", type=float, dest="cfg_scale", metavar="CFG", help=f"classifier-free guidance scale ({d.cfg_scale:g}: off)")
+    p.add_argument("--cfg", type=float, dest="cfg_scale", metavar="CFG",
+                   help=f"classifier-free guidance scale ({d.cfg_scale:g}: off)")
     p.add_argument("--steps", type=int, help=f"denoising steps ({d.steps})")
     p.add_argument("--guidance", type=float, help=f"guidance strength lambda (0-2; {d.guidance:g})")
-    p.add_argument("--start", type=float, help=f"start strength: noise level of the start (0-1]; {d.start:g})")
+    p.add_argument("--start", type=float, help=f"start strength: noise level of the start, in (0, 1] ({d.start:g})")
     p.add_argument("--size", type=_size, help="output WIDTHxHEIGHT")
     p.add_argument("--scale", type=float, help="output / input size (default 4)")
     p.add_argument("--seed", type=int, default=d.seed)

@@ -64,6 +64,6 @@ def evaluate(gt_dir: Path, lq_dir: Path, prior=None, methods: tuple[str, ...] = 
 def markdown(table: dict[str, dict[str, float]]) -> str:
     lines = ["| method | PSNR (dB) | SSIM | consistency (dB) | detail | s/image |", "|---|---|---|---|---|---|"]
     for method, r in table.items():
-        lines.append(f"| {method} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['consistency']:.2f} | {r['detail']:.2f} "
+        lines.append(f"| {method} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['consistency']:.2f} | {r['detail']:.3f} "
                      f"| {r['seconds']:.2f} |")
     return "\n".join(lines)

@@ -235,7 +235,7 @@ def _diffuse(y, y_coarse, size, levels, gamma, settings: Settings, prior: Prior,
         last = i == total - 1
         # a projection also runs at the last step, so that the output decodes from a latent the encoder produces
         project = method == "pixel" or settings.latent_reg == "projection"
-        due = settings.reg_every and ((i + 1) % settings.reg_every == 0 and not last or last and project)
+        due = settings.reg_every and (((i + 1) % settings.reg_every == 0 and not last) or (last and project))
         if method in ("latent", "pixel") and due:
             if project:
                 x0 = prior.decode(z0).clamp(0, 1)

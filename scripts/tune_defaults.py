@@ -49,7 +49,7 @@ def main() -> None:
             result = evaluate(args.gt, args.lq, prior, (method,), settings)[method]
             rows.append({"method": method, "setting": label, **result})
             print(f"| {method} | {label} | {result['psnr']:.2f} | {result['ssim']:.3f} | "
-                  f"{result['consistency']:.2f} | {result['detail']:.2f} | {result['seconds']:.2f} |", flush=True)
+                  f"{result['consistency']:.2f} | {result['detail']:.3f} | {result['seconds']:.2f} |", flush=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
 
