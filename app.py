@@ -27,7 +27,7 @@ import threading
 import time
 import traceback
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,7 +36,8 @@ import pandas as pd
 from PIL import Image
 
 from latentindigo import UserError
-from latentindigo.settings import DIFFUSION_METHODS, MAX_SCALE, Settings, max_output_pixels, settings_for
+from latentindigo.settings import (ASSETS, DIFFUSION_METHODS, MAX_SCALE, Settings, local_folder, max_output_pixels,
+                                   settings_for)
 
 try:  # Hugging Face ZeroGPU: a GPU is attached only while a decorated job runs
     import spaces
@@ -46,7 +47,6 @@ except ImportError:
 if TYPE_CHECKING:
     from latentindigo.priors import Prior
 
-ASSETS = Path(__file__).resolve().parent / "assets"  # latentindigo.priors.ASSETS
 EXAMPLES = ASSETS / "examples"
 # the sampler settings the Restore tab's controls set; their defaults are the chosen prior's tuned settings
 TUNED_CONTROLS = ("guidance", "steps", "refine", "refine_lr", "reg_every", "reg_strength", "latent_reg", "start", "eta",
@@ -361,8 +361,7 @@ def text_conditioned(spec: str | None) -> bool | None:
         return False
     if (prior := MODELS.loaded(spec)) is not None:
         return prior.encode_prompt is not None
-    folder = ASSETS / "mini" if spec == "mini" else Path(spec)
-    if folder.is_dir():
+    if (folder := local_folder(spec)) is not None:
         return (folder / "text_encoder").is_dir() and (folder / "unet").is_dir()
     return False if spec in ("tiny-random", "sd21-random") else None
 
@@ -535,7 +534,8 @@ def compare(image: str | None, methods: list[str] | None = None, prior: str | No
         raise UserError("choose at least one method")
     seed = pick_seed(seed)
     steps = {} if steps is None else {"steps": int(steps)}
-    runs = [MODELS.settings(prior, method=m, scale=float(scale), seed=seed, **steps) for m in methods]
+    base = MODELS.settings(prior, scale=float(scale), seed=seed, **steps)
+    runs = [replace(base, method=m) for m in methods]
     for settings in runs:
         settings.check(photo.width, photo.height)
     gallery, rows = [], []
@@ -576,7 +576,8 @@ def lab(image: str | None, scale: float = 4.0, blur: float = 1.0, noise: float =
     low_h, low_w = scaled_size(clean.height, clean.width, d.scale)
     seed = pick_seed(seed)
     steps = {} if steps is None else {"steps": int(steps)}
-    runs = [MODELS.settings(prior, method=m, size=clean.size, seed=seed, **steps) for m in methods]
+    base = MODELS.settings(prior, size=clean.size, seed=seed, **steps)
+    runs = [replace(base, method=m) for m in methods]
     for settings in runs:  # before degrading: a photo too large to restore is refused at once
         settings.check(low_w, low_h)
     truth = f"x{scale:g}, blur {blur:g}, noise {noise:g}/255, " + ("no JPEG" if d.jpeg is None else f"JPEG {d.jpeg}")

@@ -195,7 +195,8 @@ def _train(args: argparse.Namespace) -> None:
 def _calibrate(args: argparse.Namespace) -> None:
     import shutil
 
-    from latentindigo.priors import ASSETS, latent_inn_cache_path
+    from latentindigo.priors import latent_inn_cache_path
+    from latentindigo.settings import ASSETS
     from latentindigo.sampler import load_pixel_models
     from latentindigo.train import train_latent_inn
 

@@ -23,7 +23,7 @@ import torch
 
 from latentindigo import UserError
 from latentindigo.inn import LiftingINN
-from latentindigo.settings import ASSETS
+from latentindigo.settings import BUNDLED_PRIOR, local_folder
 
 LATENT_INN_FILE = "latent_inn.safetensors"
 # Stability AI removed its SD 2.x repositories in 2025; this community mirror holds the same weights
@@ -269,13 +269,10 @@ def sd21_source() -> tuple[str, str]:
 def resolve_folder(spec: str, variant: str | None = None) -> Path:
     """A local folder for a spec: `mini`, an existing folder, or a hub id (`sd21`, `owner/name[@revision]`)
     fetched into (or found in) the Hugging Face cache."""
-    if spec == "mini":
-        folder = ASSETS / "mini"
-        if not folder.is_dir():
-            raise UserError(f"the bundled prior is missing from {folder}")
+    if (folder := local_folder(spec)) is not None:
         return folder
-    if Path(spec).is_dir():
-        return Path(spec)
+    if spec == "mini":
+        raise UserError(f"the bundled prior is missing from {BUNDLED_PRIOR}")
     repo, _, revision = (sd21_source()[0], "@", sd21_source()[1]) if spec == "sd21" else spec.partition("@")
     if repo.count("/") != 1 or repo.startswith((".", "/")):
         raise UserError(f"prior {spec!r} is neither a known name (mini, sd21, tiny-random, sd21-random), "

@@ -36,8 +36,8 @@ from latentindigo.degradations import resize
 from latentindigo.estimator import DegradationEstimator, Estimate
 from latentindigo.imageio import to_image, to_tensor
 from latentindigo.inn import LiftingINN, coarse_size, levels_for_scale, zero_details
-from latentindigo.priors import ASSETS, Prior
-from latentindigo.settings import DIFFUSION_METHODS, Settings
+from latentindigo.priors import Prior
+from latentindigo.settings import ASSETS, DIFFUSION_METHODS, Settings
 from latentindigo.weights import load_weights
 
 

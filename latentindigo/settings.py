@@ -14,6 +14,7 @@ from pathlib import Path
 from latentindigo import UserError
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
+BUNDLED_PRIOR = ASSETS / "mini"  # the spec `mini`
 TUNED_FILE = "sampler_settings.json"
 
 METHODS = ("latent", "pixel", "bicubic", "inn", "sdedit", "dps")
@@ -96,11 +97,19 @@ TUNABLE = ("steps", "guidance", "start", "refine", "refine_lr", "reg_every", "re
            "colour_fix", "cfg_scale")
 
 
+def local_folder(spec: str) -> Path | None:
+    """A prior's folder when it is on this machine without loading anything (`mini`, or a folder); None for hub
+    ids and the random priors."""
+    folder = BUNDLED_PRIOR if spec == "mini" else Path(spec)
+    return folder if folder.is_dir() else None
+
+
 def tuned_settings(spec: str) -> dict:
     """The settings tuned for a prior: its folder's sampler_settings.json (`mini`, or any local folder); {} for
     priors without one (hub ids and the random test priors use the library defaults)."""
-    path = (ASSETS / "mini" if spec == "mini" else Path(spec)) / TUNED_FILE
-    if not path.is_file():
+    folder = local_folder(spec)
+    path = folder / TUNED_FILE if folder else None
+    if path is None or not path.is_file():
         return {}
     try:
         values = json.loads(path.read_text())

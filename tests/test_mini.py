@@ -6,9 +6,9 @@ from PIL import Image
 
 from latentindigo.imageio import to_tensor
 from latentindigo.metrics import consistency
-from latentindigo.priors import ASSETS, load_prior
+from latentindigo.priors import load_prior
 from latentindigo.sampler import run
-from latentindigo.settings import settings_for
+from latentindigo.settings import ASSETS, settings_for
 
 
 @pytest.fixture(scope="module")
