@@ -60,8 +60,8 @@ NAMED_PRIORS = {
     "mini": "mini (bundled, runs on a CPU)",
     "sd21": "Stable Diffusion 2.1-base (GPU; ~2.6 GB download on first use)",
 }
-# A click while the tab's run is still pending is kept and runs next (gradio's default drops it): right after
-# Stop, the cancelled run may not have ended in the browser yet, and the user's next Run must not be lost.
+# A click while the tab's run is still going is kept and runs next (gradio's default drops it): right after
+# Stop, the stopped run may not have ended in the browser yet, and the user's next Run must not be lost.
 RUN_TRIGGER = "always_last"
 MODES = [("LatentINN", "latent"), ("PixelINN", "pixel")]  # restore tab: where the INN guides
 METHOD_NAMES = {"latent": "LatentINN", "pixel": "PixelINN", "inn": "INN only", "bicubic": "bicubic",
@@ -183,6 +183,9 @@ class Job:
     step: int = 0
     total: int = 0
 
+    def stopped(self) -> str:
+        return f"Stopped at step {self.step} of {self.total}" if self.total else "Stopped before the first step"
+
 
 JOBS: dict[str, Job] = {}  # session -> its running job, for the Stop buttons and /stop
 
@@ -225,11 +228,13 @@ def stop_job(kind: str | None, request: gr.Request | None) -> str | None:
     if job is None or (kind and job.kind != kind):
         return None
     job.stop.set()
-    return f"Stopped at step {job.step} of {job.total}." if job.total else "Stopped."
+    return f"{job.stopped()}."
 
 
 def stopper(kind: str):
-    """The Stop button of one tab (it also cancels the tab's queued or running event)."""
+    """The Stop button of one tab. It ends the run through its job only, so that the run ends normally in the
+    browser, which then starts a Run clicked meanwhile: gradio's `cancels` (6.31) lost that click, or, when the
+    click went through, cancelled the new run instead. A run still waiting in the queue is not reached."""
 
     def stop_tab(request: gr.Request):
         return stop_job(kind, request) or gr.skip()
@@ -463,8 +468,8 @@ def restore(image: str | None, prior: str | None = None, mode: str = "latent", g
                         done = event
                         break
                     if job.stop.is_set():
-                        yield restore_update(status=f"Stopped at step {job.step} of {job.total}; the preview shows "
-                                                    "the last estimate.")
+                        shows = "; the preview shows the last estimate" if job.total else ""
+                        yield restore_update(status=f"{job.stopped()}{shows}.")
                         return
                     job.step, job.total = event.step, event.total
                     progress((event.step, event.total), desc=event.phase)
@@ -742,15 +747,14 @@ def build_demo(specs: list[str], device: str | None = None, threads: int = 0) ->
                                 with gr.Row():
                                     seed_used = gr.Number(label="Seed used", interactive=False, precision=0)
                                     seconds = gr.Number(label="Time (s)", interactive=False)
-                restore_event = run_button.click(
+                run_button.click(
                     restore,
                     inputs=[image, prior, mode, guidance, steps, scale, width, height, seed, refine, refine_lr,
                             reg_every, reg_strength, latent_reg, start, eta, colour_fix, prompt],
                     outputs=[preview, plot, status, result, png, seed_used, estimate, seconds],
                     api_name="restore", concurrency_limit=1, concurrency_id="device", show_progress="full",
                     show_progress_on=[result], trigger_mode=RUN_TRIGGER)
-                stop_button.click(stopper("restore"), outputs=[status], queue=False,
-                                  cancels=[restore_event], api_visibility="private")
+                stop_button.click(stopper("restore"), outputs=[status], queue=False, api_visibility="private")
                 for control in (image, scale, width, height):
                     control.change(size_hint, [image, scale, width, height], hint, queue=False,
                                    show_progress="hidden", api_visibility="private")
@@ -784,12 +788,11 @@ def build_demo(specs: list[str], device: str | None = None, threads: int = 0) ->
                         c_gallery = gr.Gallery(label="Results", format="png", columns=3, height="auto",
                                                object_fit="contain", elem_id="compare-gallery")
                         c_table = gr.Dataframe(results_table([]), label="Times", interactive=False)
-                compare_event = c_run.click(
+                c_run.click(
                     compare, inputs=[c_image, c_methods, c_prior, c_steps, c_scale, c_seed],
                     outputs=[c_gallery, c_table, c_status], api_name="compare", concurrency_limit=1,
                     concurrency_id="device", show_progress_on=[c_gallery], trigger_mode=RUN_TRIGGER)
-                c_stop.click(stopper("compare"), outputs=[c_status], queue=False,
-                             cancels=[compare_event], api_visibility="private")
+                c_stop.click(stopper("compare"), outputs=[c_status], queue=False, api_visibility="private")
 
             # ---------------------------------------------------------------- degradation lab
             with gr.Tab("Degradation lab", id="lab"):
@@ -825,13 +828,12 @@ def build_demo(specs: list[str], device: str | None = None, threads: int = 0) ->
                                                object_fit="contain", elem_id="lab-gallery")
                         l_table = gr.Dataframe(results_table([], scores=True), label="Scores against the original",
                                                interactive=False)
-                lab_event = l_run.click(
+                l_run.click(
                     lab, inputs=[l_image, l_scale, l_blur, l_noise, l_jpeg, l_dseed, l_methods, l_prior, l_steps,
                                  l_seed],
                     outputs=[l_low, l_gallery, l_table, l_status], api_name="lab", concurrency_limit=1,
                     concurrency_id="device", show_progress_on=[l_gallery], trigger_mode=RUN_TRIGGER)
-                l_stop.click(stopper("lab"), outputs=[l_status], queue=False,
-                             cancels=[lab_event], api_visibility="private")
+                l_stop.click(stopper("lab"), outputs=[l_status], queue=False, api_visibility="private")
 
         gr.api(stop, api_name="stop", queue=False)
     return demo

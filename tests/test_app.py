@@ -312,7 +312,7 @@ def test_stop_ends_the_run_at_the_next_step_and_the_app_stays_ready(client, tmp_
     assert int(final[2].split()[3]) <= stopped_at + 1  # ended at the next step, not 200
     assert not str(final[4]).endswith(".png")  # a stopped run leaves no result
 
-    # a cancelled run (the Stop button also cancels the event) must release the device too
+    # a run cancelled by the client (gradio_client's cancel) must release the device too
     job = client.submit(handle_file(str(source)), steps=200, seed=1, api_name="/restore")
     wait_for(job, 4)
     job.cancel()

@@ -34,6 +34,15 @@ WATCH_PREVIEW = """() => {
 }"""
 
 
+# records every text the restore tab's status line shows, in window.statuses
+WATCH_STATUS = """() => {
+    window.statuses = [];
+    const box = document.querySelector('#status');
+    new MutationObserver(() => window.statuses.push(box.textContent)).observe(
+        box, {subtree: true, childList: true, characterData: true});
+}"""
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("browser")
@@ -116,18 +125,21 @@ def test_advanced_settings_and_prompt(page):
     assert "no text encoder" in page.locator("#prompt textarea, #prompt input").first.get_attribute("placeholder")
 
 
-def test_stop_ends_the_run_and_the_app_stays_ready(page):
+def test_stop_ends_the_run_and_a_run_clicked_at_once_is_not_lost(page):
     upload(page, "#input-image", EXAMPLES / "rocket.png")
     set_number(page, "#steps", 200)
     page.click("#restore-button")
     status_contains(page, "#status", "Step ")
+    page.evaluate(WATCH_STATUS)
+    set_number(page, "#steps", 2)  # for the next run: the running one keeps its 200
     page.click("#stop-button")
-    status_contains(page, "#status", "Stopped at step", timeout=90_000)
-    assert page.locator("#result-slider img").count() == 0
-    set_number(page, "#steps", 2)
+    # at once, while the stopped run is still ending: the click is kept and runs next (with gradio's `cancels` on
+    # the Stop button, such a click was lost now and then)
     page.click("#restore-button")
     page.wait_for_selector("#result-slider img", timeout=120_000)
     status_contains(page, "#status", "Done")
+    statuses = page.evaluate("window.statuses")
+    assert any("Stopped at step" in s and "of 200" in s for s in statuses), statuses
 
 
 def test_compare_and_lab_tabs(page, shots):
