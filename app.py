@@ -760,8 +760,10 @@ def build_demo(specs: list[str], device: str | None = None, threads: int = 0) ->
                                    show_progress="hidden", api_visibility="private")
                 prior.change(prompt_box, prior, prompt, queue=False, show_progress="hidden",
                              api_visibility="private")
-                prior.change(tuned_controls, prior, [guidance, steps, refine, refine_lr, reg_every, reg_strength,
-                                                     latent_reg, start, eta, colour_fix],
+                controls = dict(guidance=guidance, steps=steps, refine=refine, refine_lr=refine_lr, reg_every=reg_every,
+                                reg_strength=reg_strength, latent_reg=latent_reg, start=start, eta=eta,
+                                colour_fix=colour_fix)
+                prior.change(tuned_controls, prior, [controls[name] for name in TUNED_CONTROLS],
                              queue=False, show_progress="hidden", api_visibility="private")
                 demo.load(prompt_box, prior, prompt, queue=False, show_progress="hidden", api_visibility="private")
 

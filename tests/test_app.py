@@ -425,6 +425,9 @@ def test_the_sampler_controls_follow_the_chosen_priors_tuned_settings(tmp_path):
     page = {b.label: b.value for b in demo.blocks.values()
             if getattr(b, "label", None) in ("Eta", "LatentINN regularisation", "Regularise every N steps")}
     assert page == {"Eta": 0.75, "LatentINN regularisation": "projection", "Regularise every N steps": 3}
+    # the dropdown's handler sets the controls in TUNED_CONTROLS' order: each starts at the value it would set
+    handler = next(f for f in demo.fns.values() if f.fn is app.tuned_controls)
+    assert [c.value for c in handler.outputs] == app.tuned_controls(str(tmp_path))
     picked = dict(zip(app.TUNED_CONTROLS, app.tuned_controls("tiny-random")))
     assert picked == {name: getattr(Settings(), name) for name in app.TUNED_CONTROLS}
     (tmp_path / TUNED_FILE).write_text('{"seed": 1}')
