@@ -499,6 +499,15 @@ def restore(image: str | None, prior: str | None = None, mode: str = "latent", g
 
 # ------------------------------------------------------------------------------------------- compare and lab
 
+def method_runs(methods: list[str] | None, prior: str | None, steps: int | None, **same) -> list[Settings]:
+    """Settings for each chosen method of a Compare or Lab job: the prior's tuned settings, with `steps` when
+    given and `same` (seed, output size) for all."""
+    if not methods:
+        raise UserError("choose at least one method")
+    base = MODELS.settings(prior, **same, **({} if steps is None else {"steps": int(steps)}))
+    return [replace(base, method=m) for m in methods]
+
+
 def run_method(photo: Image.Image, settings, prior_spec: str | None, job: Job, progress, label: str):
     """Run one method to the end: its `Done`, or None when the job was stopped."""
     from latentindigo.sampler import Done, load_pixel_models
@@ -534,13 +543,8 @@ def compare(image: str | None, methods: list[str] | None = None, prior: str | No
     from latentindigo.imageio import save_png
 
     photo = read_photo(image)
-    methods = list(methods or [])
-    if not methods:
-        raise UserError("choose at least one method")
     seed = pick_seed(seed)
-    steps = {} if steps is None else {"steps": int(steps)}
-    base = MODELS.settings(prior, scale=float(scale), seed=seed, **steps)
-    runs = [replace(base, method=m) for m in methods]
+    runs = method_runs(methods, prior, steps, seed=seed, scale=float(scale))
     for settings in runs:
         settings.check(photo.width, photo.height)
     gallery, rows = [], []
@@ -573,16 +577,11 @@ def lab(image: str | None, scale: float = 4.0, blur: float = 1.0, noise: float =
     from latentindigo.metrics import psnr, ssim
 
     clean = read_photo(image)
-    methods = list(methods or [])
-    if not methods:
-        raise UserError("choose at least one method")
+    seed = pick_seed(seed)
+    runs = method_runs(methods, prior, steps, seed=seed, size=clean.size)
     d = Degradation(scale=float(scale), blur=float(blur), noise=float(noise), seed=int(degradation_seed),
                     jpeg=None if jpeg >= 100 else int(jpeg))
     low_h, low_w = scaled_size(clean.height, clean.width, d.scale)
-    seed = pick_seed(seed)
-    steps = {} if steps is None else {"steps": int(steps)}
-    base = MODELS.settings(prior, size=clean.size, seed=seed, **steps)
-    runs = [replace(base, method=m) for m in methods]
     for settings in runs:  # before degrading: a photo too large to restore is refused at once
         settings.check(low_w, low_h)
     truth = f"x{scale:g}, blur {blur:g}, noise {noise:g}/255, " + ("no JPEG" if d.jpeg is None else f"JPEG {d.jpeg}")

@@ -61,9 +61,14 @@ def evaluate(gt_dir: Path, lq_dir: Path, prior=None, methods: tuple[str, ...] = 
     return table
 
 
+def cells(r: dict[str, float]) -> str:
+    """One method's means as markdown table cells, in COLUMNS' order (detail to three decimals: its target
+    boundary is 0.2)."""
+    return (f"{r['psnr']:.2f} | {r['ssim']:.3f} | {r['consistency']:.2f} | {r['detail']:.3f} | "
+            f"{r['seconds']:.2f}")
+
+
 def markdown(table: dict[str, dict[str, float]]) -> str:
     lines = ["| method | PSNR (dB) | SSIM | consistency (dB) | detail | s/image |", "|---|---|---|---|---|---|"]
-    for method, r in table.items():
-        lines.append(f"| {method} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['consistency']:.2f} | {r['detail']:.3f} "
-                     f"| {r['seconds']:.2f} |")
+    lines += [f"| {method} | {cells(r)} |" for method, r in table.items()]
     return "\n".join(lines)

@@ -12,7 +12,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from latentindigo.evaluate import evaluate
+from latentindigo.evaluate import cells, evaluate
 from latentindigo.priors import load_prior
 from latentindigo.settings import settings_for
 
@@ -48,8 +48,7 @@ def main() -> None:
         for label, settings in configs:
             result = evaluate(args.gt, args.lq, prior, (method,), settings)[method]
             rows.append({"method": method, "setting": label, **result})
-            print(f"| {method} | {label} | {result['psnr']:.2f} | {result['ssim']:.3f} | "
-                  f"{result['consistency']:.2f} | {result['detail']:.3f} | {result['seconds']:.2f} |", flush=True)
+            print(f"| {method} | {label} | {cells(result)} |", flush=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
 
