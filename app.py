@@ -64,9 +64,9 @@ NAMED_PRIORS = {
 # Stop, the stopped run may not have ended in the browser yet, and the user's next Run must not be lost.
 RUN_TRIGGER = "always_last"
 MODES = [("LatentINN", "latent"), ("PixelINN", "pixel")]  # restore tab: where the INN guides
-METHOD_NAMES = {"latent": "LatentINN", "pixel": "PixelINN", "inn": "INN only", "bicubic": "bicubic",
-                "sdedit": "SDEdit", "dps": "DPS"}
-COMPARE_METHODS = ("latent", "pixel", "inn", "bicubic", "sdedit")
+METHOD_NAMES = {"latent": "LatentINN", "pixel": "PixelINN", "restorer": "restorer (first stage)",
+                "inn": "INN only", "bicubic": "bicubic", "sdedit": "SDEdit", "dps": "DPS"}
+COMPARE_METHODS = ("latent", "pixel", "restorer", "inn", "bicubic", "sdedit")
 PHASE_COLOURS = {"guidance": "#4f46e5", "refinement": "#f59e0b", "regularisation": "#10b981"}
 MAX_UPLOAD = "64mb"
 UPDATE_EVERY = 0.25  # seconds between streamed status/plot updates (previews and the result always go)
@@ -722,7 +722,7 @@ def build_demo(specs: list[str], device: str | None = None, threads: int = 0) ->
                                              info="fresh noise per step: 0 deterministic (DDIM), 1 as DDPM; "
                                                   "more gives more texture")
                             colour_fix = gr.Checkbox(tuned.colour_fix, label="Colour fix",
-                                                     info="take the lowest wavelet band from the input")
+                                                     info="coarse content from the first-stage restorer, fine detail from the diffusion")
                             prompt = prompt_box(MODELS.default, value="", label="Prompt", max_length=500, lines=1,
                                                 elem_id="prompt", info="text-conditioned priors only")
                         with gr.Row():
@@ -811,7 +811,7 @@ def build_demo(specs: list[str], device: str | None = None, threads: int = 0) ->
                             l_noise = Slider(0, 50, value=5, step=0.5, label="Noise", info="sigma, 8-bit levels")
                             l_jpeg = Slider(10, 100, value=75, step=1, label="JPEG quality", info="100: no JPEG")
                         l_dseed = Number(0, minimum=0, maximum=2**31 - 1, precision=0, label="Degradation seed")
-                        l_methods = methods_box(["latent", "inn", "bicubic"])
+                        l_methods = methods_box(["latent", "restorer", "bicubic"])
                         l_prior = prior_dropdown()
                         l_steps = Slider(1, 200, value=tuned.steps, step=1, label="Steps", elem_id="lab-steps")
                         l_seed = Number(0, minimum=-1, maximum=2**31 - 1, precision=0, label="Seed",

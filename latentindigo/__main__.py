@@ -135,7 +135,8 @@ def add_restore_options(p: argparse.ArgumentParser) -> None:
                    help=f"LatentINN regularisation: spread matching in latent space (free) or projection through "
                         f"the VAE (a decode and an encode each time; {d.latent_reg})")
     p.add_argument("--eta", type=float, help=f"fresh noise per step: 0 deterministic DDIM, 1 DDPM ({d.eta:g})")
-    p.add_argument("--colour-fix", action="store_true", default=None, help="wavelet colour fix towards the input")
+    p.add_argument("--colour-fix", action=argparse.BooleanOptionalAction, default=None,
+                   help=f"wavelet colour fix towards the first-stage restorer's estimate ({d.colour_fix})")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -185,6 +186,12 @@ def _train(args: argparse.Namespace) -> None:
         train.train_latent_inn(load_prior(args.prior), args.data / "train", args.out, load_pixel_models().estimator,
                                steps=args.steps, batch=args.batch, crop=args.crop, lr=args.lr, seed=args.seed,
                                every=args.every)
+    elif args.what == "restorer":
+        train.train_restorer(args.data, args.out, steps=args.steps, batch=args.batch, crop=args.crop, lr=args.lr,
+                             seed=args.seed, every=args.every)
+        if args.export:
+            args.export.mkdir(parents=True, exist_ok=True)
+            shutil.copy(args.out / "restorer.safetensors", args.export / "restorer.safetensors")
     elif args.what == "unet":
         train.train_unet(args.data, args.vae, args.out, steps=args.steps, batch=args.batch, lr=args.lr,
                          seed=args.seed, every=args.every)
@@ -253,11 +260,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_restore_options(p)
     p.set_defaults(run=_evaluate)
 
-    p = commands.add_parser("train", help="train the VAE, UNet or INNs of the bundled models (CPU, resumable)")
-    p.add_argument("what", choices=["vae", "decoder", "unet", "inn"])
+    p = commands.add_parser("train", help="train the VAE, UNet, INNs or first-stage restorer of the bundled models "
+                            "(CPU, resumable)")
+    p.add_argument("what", choices=["vae", "decoder", "unet", "inn", "restorer"])
     p.add_argument("--vae", type=Path, help="trained VAE folder (with 'unet' and 'decoder'), e.g. runs/vae/vae")
     p.add_argument("--export", type=Path, help="with 'unet': assemble the prior folder here, e.g. assets/mini; with "
-                   "'decoder': replace its VAE")
+                   "'decoder': replace its VAE; with 'restorer': copy the weights into this folder, e.g. assets/restorer")
     p.add_argument("--prior", default="mini", help="prior whose VAE the LatentINN is for (with 'inn --space latent')")
     p.add_argument("--space", choices=["pixel", "latent"], default="pixel", help="which INN (with 'inn')")
     p.add_argument("--data", type=Path, default=Path("data/photos"), help="photo set (python -m scripts.build_photoset)")

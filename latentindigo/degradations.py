@@ -1,4 +1,5 @@
-"""Seeded, reproducible image degradations: resampling, Gaussian blur, Gaussian/Poisson noise and JPEG.
+"""Seeded, reproducible image degradations: resampling, blur (Gaussian, motion, defocus), Gaussian/Poisson
+noise and JPEG.
 
 Images are float tensors (1, 3, H, W) in [0, 1]. Every function that draws random numbers takes a seed,
 and `degrade` / `random_degradation` return the degraded image with the parameters they used, so that a
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 RESIZE_MODES = ("bicubic", "bilinear", "area")
+BLUR_KERNELS = ("gaussian", "motion", "defocus")
 
 
 def gaussian_kernel(sigma_x: float, sigma_y: float | None = None, theta: float = 0.0) -> torch.Tensor:
@@ -31,10 +33,43 @@ def gaussian_kernel(sigma_x: float, sigma_y: float | None = None, theta: float =
     return (kernel / kernel.sum()).float()
 
 
-def blur(x: torch.Tensor, sigma_x: float, sigma_y: float | None = None, theta: float = 0.0) -> torch.Tensor:
+def motion_kernel(length: float, theta: float = 0.0) -> torch.Tensor:
+    """A straight camera shake of `length` pixels at angle theta: an anti-aliased line segment, normalised."""
+    radius = max(1, math.ceil(length / 2 + 1))
+    r = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    yy, xx = torch.meshgrid(r, r, indexing="ij")
+    along, across = math.cos(theta) * xx + math.sin(theta) * yy, -math.sin(theta) * xx + math.cos(theta) * yy
+    kernel = (1 - across.abs()).clamp(min=0) * (length / 2 + 0.5 - along.abs()).clamp(0, 1)
+    return (kernel / kernel.sum()).float()
+
+
+def defocus_kernel(radius: float) -> torch.Tensor:
+    """An out-of-focus lens: a uniform disk of `radius` pixels with an anti-aliased rim, normalised."""
+    size = max(1, math.ceil(radius + 1))
+    r = torch.arange(-size, size + 1, dtype=torch.float64)
+    yy, xx = torch.meshgrid(r, r, indexing="ij")
+    kernel = (radius + 0.5 - (xx**2 + yy**2).sqrt()).clamp(0, 1)
+    return (kernel / kernel.sum()).float()
+
+
+def blur_kernel(sigma_x: float, sigma_y: float | None = None, theta: float = 0.0,
+                kind: str = "gaussian") -> torch.Tensor:
+    """A blur kernel whose spread along its main axis is sigma_x pixels (standard deviation), whatever its kind:
+    a motion line of that spread is sqrt(12) sigma long, a defocus disk 2 sigma in radius."""
+    if kind == "motion":
+        return motion_kernel(math.sqrt(12) * sigma_x, theta)
+    if kind == "defocus":
+        return defocus_kernel(2 * sigma_x)
+    if kind != "gaussian":
+        raise ValueError(f"blur kernel must be one of {', '.join(BLUR_KERNELS)}, not {kind!r}")
+    return gaussian_kernel(sigma_x, sigma_y, theta)
+
+
+def blur(x: torch.Tensor, sigma_x: float, sigma_y: float | None = None, theta: float = 0.0,
+         kind: str = "gaussian") -> torch.Tensor:
     if sigma_x <= 0:
         return x
-    kernel = gaussian_kernel(sigma_x, sigma_y, theta)
+    kernel = blur_kernel(sigma_x, sigma_y, theta, kind)
     pad = kernel.shape[-1] // 2
     channels = x.shape[1]
     # reflect padding needs pad < size; replicate works for tiny images too
@@ -93,6 +128,7 @@ class Degradation:
     blur: float = 0.0
     blur_y: float | None = None  # anisotropic blur when set
     blur_angle: float = 0.0
+    blur_kernel: str = "gaussian"  # or "motion" (a line at blur_angle) or "defocus" (a disk); same spread
     noise: float = 0.0  # Gaussian, 8-bit levels
     poisson_peak: float = 0.0
     jpeg: int | None = None
@@ -116,7 +152,7 @@ def _apply(x: torch.Tensor, d: Degradation, size: tuple[int, int]) -> torch.Tens
         if step == "blur":
             # sigmas are in pixels of this pass's input: after the resize they shrink with the image
             k = x.shape[-2] / input_height
-            x = blur(x, d.blur * k, None if d.blur_y is None else d.blur_y * k, d.blur_angle)
+            x = blur(x, d.blur * k, None if d.blur_y is None else d.blur_y * k, d.blur_angle, d.blur_kernel)
         elif step == "resize":
             x = resize(x, size, d.resize_mode)
         elif step == "noise":
@@ -152,7 +188,12 @@ def random_degradation(seed: int, scale: float | None = None, second_order: bool
         d = Degradation(scale=pass_scale, seed=pass_seed, resize_mode=str(rng.choice(RESIZE_MODES)))
         if rng.random() < 0.85:
             d.blur = float(rng.uniform(0.2, 3.0 * strength))
-            if rng.random() < 0.3:
+            kind = rng.random()
+            if kind < 0.15:  # camera shake and out-of-focus lenses, as users' photos have them
+                d.blur_kernel, d.blur_angle = "motion", float(rng.uniform(0, math.pi))
+            elif kind < 0.3:
+                d.blur_kernel = "defocus"
+            elif kind < 0.5:
                 d.blur_y = float(rng.uniform(0.2, 3.0 * strength))
                 d.blur_angle = float(rng.uniform(0, math.pi))
         if noise and rng.random() < 0.7:

@@ -4,14 +4,17 @@ A small CNN with global pooling, plus classic robust statistics that a CNN with 
 to learn from a few thousand photos: the noise level from the median absolute Haar diagonal coefficient
 (Donoho's estimator) at two scales, the detail energy per scale (sharpness, i.e. blur) and JPEG-grid
 statistics (JPEG artefacts sit on the 8x8 block grid anchored at the image origin, which strided
-convolutions cannot see). An auxiliary head predicts the degradation parameters from `gamma`, so the UI
-can show what was estimated.
+convolutions cannot see). An auxiliary head predicts the degradation parameters from `gamma`.
+
+What the user is shown is measured, not regressed, where that is exact: the JPEG quality is read off the
+quantisation lattice of the image's 8x8 DCT coefficients (`jpeg_quality`), the head's guess correlating only
+at r = 0.64 with the truth on the evaluation set.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
@@ -24,7 +27,9 @@ MAX_SIDE = 384
 
 @dataclass
 class Estimate:
-    """Degradation parameters predicted by `F`, in user units."""
+    """The degradation of an input, in user units. `jpeg` is measured (`jpeg_quality`); the sampler sets `scale`
+    to the output's over the input's size; `blur` and `noise` are the head's guesses, which correlate with the
+    truth at r = 0.44 and 0.49 on the evaluation set (JPEG: 0.999), so they are not shown (str) to users."""
 
     scale: float
     blur: float  # Gaussian sigma, high-quality pixels
@@ -32,8 +37,62 @@ class Estimate:
     jpeg: float  # quality, 100 = no JPEG
 
     def __str__(self) -> str:
-        jpeg = "none" if self.jpeg >= 97 else f"quality {self.jpeg:.0f}"
-        return f"scale x{self.scale:.1f}, blur {self.blur:.1f}, noise {self.noise:.1f}/255, JPEG {jpeg}"
+        jpeg = "none seen" if self.jpeg >= 97 else f"quality {self.jpeg:.0f}"
+        return f"scale x{self.scale:.1f}, JPEG {jpeg}"
+
+
+# the JPEG standard's example luminance quantisation table (Annex K), which libjpeg scales by the quality
+JPEG_LUMA = torch.tensor([
+    [16, 11, 10, 16, 24, 40, 51, 61], [12, 12, 14, 19, 26, 58, 60, 55], [14, 13, 16, 24, 40, 57, 69, 56],
+    [14, 17, 22, 29, 51, 87, 80, 62], [18, 22, 37, 56, 68, 109, 103, 77], [24, 35, 55, 64, 81, 104, 113, 92],
+    [49, 64, 78, 87, 103, 121, 120, 101], [72, 92, 95, 98, 112, 100, 103, 99]], dtype=torch.float64)
+
+
+def jpeg_steps(quality: torch.Tensor) -> torch.Tensor:
+    """libjpeg's luminance quantisation steps (Q, 8, 8) for qualities (Q,) in 1-100."""
+    q = quality.double().view(-1, 1, 1)
+    scale = torch.where(q < 50, 5000 / q, 200 - 2 * q)
+    return torch.floor((JPEG_LUMA * scale + 50) / 100).clamp(1, 255)
+
+
+def _dct8() -> torch.Tensor:
+    n = torch.arange(8, dtype=torch.float64)
+    m = torch.cos(math.pi * (2 * n[None, :] + 1) * n[:, None] / 16) * math.sqrt(2 / 8)
+    m[0] /= math.sqrt(2)
+    return m
+
+
+def jpeg_quality(y: torch.Tensor) -> float:
+    """The libjpeg quality an image was last saved at, or 100 when it shows no JPEG quantisation.
+
+    A decoded JPEG's 8x8 block DCT coefficients (luma, blocks anchored at the origin) sit near multiples of the
+    quantisation steps. For each quality, the lowest 4x4 frequencies' coefficients that are not quantised to
+    zero are scored by how close they sit to that quality's lattice (the mean of cos(2 pi c / step)); the
+    answer is the lowest quality whose lattice fits (a finer lattice also contains the points of a coarser
+    one), averaged over the qualities with the same steps."""
+    rgb = (y[0, :3].detach().cpu().double().clamp(0, 1) * 255).round()
+    luma = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2] - 128
+    H, W = luma.shape[0] // 8 * 8, luma.shape[1] // 8 * 8
+    if H == 0 or W == 0:
+        return 100.0
+    blocks = luma[:H, :W].reshape(H // 8, 8, W // 8, 8).permute(0, 2, 1, 3).reshape(-1, 8, 8)
+    # clipped pixels (black or white) are off the lattice: leave out their blocks
+    clipped = ((rgb[:, :H, :W] == 0) | (rgb[:, :H, :W] == 255)).any(dim=0)
+    blocks = blocks[~clipped.reshape(H // 8, 8, W // 8, 8).any(dim=(1, 3)).flatten()]
+    dct = _dct8()
+    coefficients = (dct @ blocks @ dct.T)[:, :4, :4].reshape(len(blocks), 16)[:, 1:]  # (N, 15) AC
+    qualities = torch.arange(1, 101)
+    steps = jpeg_steps(qualities)[:, :4, :4].reshape(100, 16)[:, 1:]  # (100, 15)
+    c, s = coefficients[None], steps[:, None]  # (1, N, 15), (100, 1, 15)
+    counted = (c.abs() > 0.5 * s) & (s >= 4)  # zeros fit every lattice; steps under 4 drown in rounding
+    fit = torch.where(counted, torch.cos(2 * math.pi * c / s), 0.0).sum(dim=(1, 2))
+    n = counted.sum(dim=(1, 2))
+    fits = (n >= 12) & (fit > 0.5 * n)
+    if not fits.any():
+        return 100.0
+    lowest = int(fits.nonzero()[0])
+    same = (steps == steps[lowest]).all(dim=1)
+    return float(qualities[same].double().mean())
 
 
 def encode_targets(scale: float, blur: float, noise: float, jpeg: float) -> list[float]:
@@ -101,7 +160,7 @@ class DegradationEstimator(nn.Module):
     @torch.no_grad()
     def estimate(self, y: torch.Tensor) -> tuple[torch.Tensor, Estimate]:
         gamma, params = self(y)
-        return gamma, decode_targets(params[0])
+        return gamma, replace(decode_targets(params[0]), jpeg=jpeg_quality(y))
 
 
 def centre_crop(y: torch.Tensor, side: int) -> torch.Tensor:

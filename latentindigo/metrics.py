@@ -1,4 +1,5 @@
-"""Image quality numbers that need no downloaded weights: PSNR, SSIM, measurement consistency, detail.
+"""Image quality numbers that need no downloaded weights: PSNR, SSIM, measurement consistency, detail (how much)
+and detail correlation (whether it is in the right place).
 
 Images are float tensors (1, 3, H, W) in [0, 1]. (Learned metrics such as LPIPS need weight downloads
 and are not used here.)
@@ -57,3 +58,16 @@ def gradient_energy(x: torch.Tensor) -> float:
 def detail(output: torch.Tensor, ground_truth: torch.Tensor) -> float:
     """Gradient energy of the output over that of the ground truth: 1 = as much detail, 0 = flat."""
     return gradient_energy(output) / max(gradient_energy(ground_truth), 1e-12)
+
+
+LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])[None, None]
+
+
+def detail_correlation(output: torch.Tensor, ground_truth: torch.Tensor) -> float:
+    """Pearson correlation of the output's and the ground truth's luma Laplacians: 1 = the fine detail is where
+    the ground truth's is, 0 = unrelated to it (invented texture, noise). Blind to how much there is: `detail`."""
+    weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    a, b = (F.conv2d(t.clamp(0, 1).float().cpu().mul(weights).sum(1, keepdim=True), LAPLACIAN).flatten()
+            for t in (output, ground_truth))
+    a, b = a - a.mean(), b - b.mean()
+    return float((a * b).sum() / ((a.norm() * b.norm()).clamp(min=1e-12)))

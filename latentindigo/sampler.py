@@ -4,7 +4,10 @@
         if isinstance(event, Step): show(event.preview)      # decoded lazily, only when asked for
         else: event.image.save("out.png")                   # the last event is `Done`
 
-Every diffusion step predicts the clean latent z0, then runs the phases:
+The first-stage restorer's estimate R(y) is the start (encoded, noised to `start`), the colour-fix reference and,
+through the INN's forward model, the measurement guidance and the final back-projection aim at, so that the
+input's noise and JPEG blocks are not copied back. Every diffusion step predicts the clean latent z0, then runs
+the phases:
 guidance (the INN swaps the coarse part of z0's wavelet decomposition for the measurement's),
 refinement (one Adam step fitting the INN's forward model to the current estimate) and
 regularisation (every few steps, pull z0 back towards latents the prior would produce: the LatentINN
@@ -21,12 +24,11 @@ import copy
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache, partial
 from pathlib import Path
 
 import numpy as np
-import pywt
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -37,23 +39,26 @@ from latentindigo.estimator import DegradationEstimator, Estimate
 from latentindigo.imageio import to_image, to_tensor
 from latentindigo.inn import LiftingINN, coarse_size, levels_for_scale, zero_details
 from latentindigo.priors import Prior
+from latentindigo.restorer import WEIGHTS as RESTORER_WEIGHTS, Restorer, restore_first_stage
 from latentindigo.settings import ASSETS, DIFFUSION_METHODS, Settings
 from latentindigo.weights import load_weights
 
 
 @dataclass
 class PixelModels:
-    """The VAE-independent networks: degradation estimator F and PixelINN."""
+    """The VAE-independent networks: degradation estimator F, PixelINN and first-stage restorer R."""
 
     inn: LiftingINN
     estimator: DegradationEstimator
+    restorer: Restorer
 
 
 @cache
-def load_pixel_models(folder: Path = ASSETS / "inn") -> PixelModels:
-    """The bundled, trained PixelINN and estimator (loaded once per process)."""
+def load_pixel_models(folder: Path = ASSETS / "inn", restorer: Path = RESTORER_WEIGHTS) -> PixelModels:
+    """The bundled, trained PixelINN, estimator and restorer (loaded once per process)."""
     return PixelModels(inn=load_weights(LiftingINN, folder / "pixel_inn.safetensors"),
-                       estimator=load_weights(DegradationEstimator, folder / "estimator.safetensors"))
+                       estimator=load_weights(DegradationEstimator, folder / "estimator.safetensors"),
+                       restorer=load_weights(Restorer, restorer))
 
 
 @dataclass
@@ -105,25 +110,32 @@ def restore(image: Image.Image, settings: Settings, prior: Prior | None = None,
     pixel = pixel or load_pixel_models()
     # everything runs where the prior runs (the small INNs follow it onto the GPU)
     device = prior.device if prior is not None and settings.method in DIFFUSION_METHODS else torch.device("cpu")
-    pixel.inn.to(device), pixel.estimator.to(device)
+    pixel.inn.to(device), pixel.estimator.to(device), pixel.restorer.to(device)
     y = to_tensor(image).to(device)
     width, height = settings.output_size(image.width, image.height)
     size = (height, width)
     gamma, estimate = pixel.estimator.estimate(y)
+    # the scale is the user's (output over input size); the estimator's guess of it is poor on real photos
+    estimate = replace(estimate, scale=math.sqrt(height * width / (image.height * image.width)))
     levels = levels_for(size, y.shape[-2:])
-    y_coarse = resize(y, coarse_size(height, width, levels), "bicubic")
 
     if settings.method == "bicubic":
         out = resize(y, size, "bicubic").clamp(0, 1)
     elif settings.method == "inn":
+        y_coarse = resize(y, coarse_size(height, width, levels), "bicubic")
         with torch.no_grad():
             out = pixel.inn.inverse(y_coarse, zero_details(y_coarse, size, levels), gamma, size).clamp(0, 1)
     else:
-        out = yield from _diffuse(y, y_coarse, size, levels, gamma, settings, prior, pixel)
+        x_first = restore_first_stage(pixel.restorer, y, size)  # R(y): the start and the colour reference
+        if settings.method == "restorer":
+            out = x_first
+        else:
+            out = yield from _diffuse(y, x_first, size, levels, gamma, settings, prior, pixel)
         if settings.method in ("latent", "pixel"):
             if settings.colour_fix:
-                out = wavelet_colour_fix(out, resize(y, size, "bicubic"), levels + 2)
-            out = final_consistency(out.clamp(0, 1), y)
+                out = wavelet_colour_fix(out, x_first)
+            # towards R(y) downscaled, not y: back-projecting onto y put its noise and JPEG blocks back
+            out = final_consistency(out.clamp(0, 1), resize(x_first, tuple(y.shape[-2:]), "bicubic"))
     out = out.clamp(0, 1)
     trained = prior.latent_inn_trained if settings.method == "latent" else None
     yield Done(image=to_image(out), tensor=out, estimate=estimate, seconds=time.perf_counter() - t0,
@@ -157,16 +169,22 @@ def final_consistency(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def wavelet_colour_fix(x: torch.Tensor, reference: torch.Tensor, levels: int) -> torch.Tensor:
-    """Replace x's lowest wavelet band by the reference's: fixes colour casts, keeps x's detail."""
-    levels = max(1, min(levels, pywt.dwtn_max_level(x.shape[-2:], "haar")))
-    image, ref = x[0].cpu().numpy(), reference[0].cpu().numpy()
-    out = image.copy()
-    for c in range(3):
-        coeffs = pywt.wavedec2(image[c], "haar", level=levels)
-        coeffs[0] = pywt.wavedec2(ref[c], "haar", level=levels)[0]
-        out[c] = pywt.waverec2(coeffs, "haar")[: x.shape[-2], : x.shape[-1]]
-    return torch.from_numpy(out)[None].to(x.device)
+def wavelet_colour_fix(x: torch.Tensor, reference: torch.Tensor, levels: int = 2) -> torch.Tensor:
+    """x's high frequencies on the reference's low-frequency band: fixes colour casts and the coarse content,
+    keeps x's detail. The band is what `levels` dilated 3x3 binomial blurs (dilations 1, 2, 4, ...) leave, the
+    smooth wavelet of INDIGO+ and DiffBIR (a Haar band would add block edges). INDIGO+ uses 5 levels; with the
+    bundled prior 2 measured best (only the finest detail comes from the diffusion: README, Method)."""
+    return x - low_band(x, levels) + low_band(reference, levels)
+
+
+def low_band(x: torch.Tensor, levels: int) -> torch.Tensor:
+    kernel = torch.tensor([1.0, 2.0, 1.0], device=x.device, dtype=x.dtype)
+    kernel = (kernel[:, None] * kernel[None, :] / 16).expand(x.shape[1], 1, 3, 3)
+    for level in range(levels):
+        d = 2**level
+        mode = "reflect" if min(x.shape[-2:]) > d else "replicate"
+        x = F.conv2d(F.pad(x, (d, d, d, d), mode=mode), kernel, groups=x.shape[1], dilation=d)
+    return x
 
 
 def _pad_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -179,16 +197,19 @@ def _rms(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.sqrt(F.mse_loss(a, b))
 
 
-def _diffuse(y, y_coarse, size, levels, gamma, settings: Settings, prior: Prior, pixel: PixelModels):
-    """The diffusion loop shared by latent, pixel, sdedit and dps; returns the decoded (1, 3, H, W) image."""
+def _diffuse(y, x_first, size, levels, gamma, settings: Settings, prior: Prior, pixel: PixelModels):
+    """The diffusion loop shared by latent, pixel, sdedit and dps, started from the first-stage estimate
+    x_first = R(y); returns the decoded (1, 3, H, W) image."""
     method = settings.method
     multiple = prior.factor << levels
     work = (math.ceil(size[0] / multiple) * multiple, math.ceil(size[1] / multiple) * multiple)
-    y_work = _pad_to(y_coarse, coarse_size(*work, levels))  # the measurement on the padded grid
-    with torch.no_grad():
-        x_init = pixel.inn.inverse(y_work, zero_details(y_work, work, levels), gamma, work).clamp(0, 1)
+    x_init = _pad_to(x_first, work)
     z_init = prior.encode(x_init)
-    z_y = prior.encode(y_work)  # the measurement in latent space, computed once
+    # noise-aware guidance: the coarse part swapped in at every step is the INN forward (the simulated
+    # degradation) of R(y), in pixels and in latents, not y's, whose noise and JPEG blocks guidance would copy
+    with torch.no_grad():
+        y_work = pixel.inn(x_init, gamma, levels=levels)[0]
+        z_y = prior.latent_inn(z_init, gamma, levels=levels)[0]
 
     # per-image INN copies: test-time refinement starts from the pretrained weights for every image
     inn = copy.deepcopy(prior.latent_inn if method in ("latent", "sdedit") else pixel.inn)

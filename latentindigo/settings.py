@@ -17,7 +17,7 @@ ASSETS = Path(__file__).resolve().parent.parent / "assets"
 BUNDLED_PRIOR = ASSETS / "mini"  # the spec `mini`
 TUNED_FILE = "sampler_settings.json"
 
-METHODS = ("latent", "pixel", "bicubic", "inn", "sdedit", "dps")
+METHODS = ("latent", "pixel", "restorer", "bicubic", "inn", "sdedit", "dps")
 DIFFUSION_METHODS = ("latent", "pixel", "sdedit", "dps")
 LATENT_REGULARISERS = ("spread", "projection")
 MAX_OUTPUT_PIXELS = 4096 * 4096  # default; LATENTINDIGO_MAX_OUTPUT_PIXELS overrides it
@@ -45,7 +45,7 @@ class Settings:
     # how the LatentINN regularises: "spread" matches each latent channel's spread to the unguided prediction's
     # (latent space, free); "projection" is the PixelINN's E(D(z0)) (a decode and an encode each time)
     latent_reg: str = "spread"
-    colour_fix: bool = False  # wavelet colour fix towards the bicubic upscale of the input
+    colour_fix: bool = True  # wavelet colour fix towards the first-stage restorer's estimate R(y)
     seed: int = 0
     size: tuple[int, int] | None = None  # output (width, height)
     scale: float | None = None  # output / input size, when no size is given

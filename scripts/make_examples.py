@@ -6,7 +6,9 @@ For each validation photo (astronaut, coffee, chelsea, rocket) this writes
 - `assets/examples/clean/NAME.png`: a crop downsized to 128 pixels on its long side, for the
   degradation lab (degrade it there, restore it, and compare with this original);
 - `assets/examples/NAME.png`: the same crop downsized to 256 pixels on its long side, then degraded
-  x4 (Gaussian blur, bicubic downscale, light Gaussian noise, JPEG), for the restore and compare tabs.
+  x4 (Gaussian blur, bicubic downscale, light Gaussian noise, JPEG), for the restore and compare tabs;
+and a real low-quality photo, not degraded by us: `assets/examples/coins.png`, a crop of scikit-image's old,
+grainy scan of Greek coins at its own resolution.
 The output is deterministic; the files are committed, so the app itself never needs scikit-image.
 Sources and licences: `assets/examples/README.md`.
 """
@@ -35,6 +37,9 @@ CROPS = {
     "rocket": (200, 0, 456, 427),  # the launch pad, portrait
 }
 
+# real low-quality photos: name -> crop box, kept at their own resolution
+REAL = {"coins": (0, 0, 200, 150)}  # the top-left coins of skimage.data.coins
+
 # the degradation of the restore examples; `seed` varies per photo
 DEGRADATION = {"scale": 4.0, "blur": 2.0, "noise": 4.0, "jpeg": 70}
 
@@ -55,10 +60,15 @@ def main() -> None:
         clean = save_png(downsize(photo, 128), args.out / "clean" / f"{name}.png")
         degraded = to_image(degrade(to_tensor(downsize(photo, 256)), Degradation(**DEGRADATION, seed=seed)))
         low = save_png(degraded, args.out / f"{name}.png")
-        for path in (clean, low):
-            with Image.open(path) as im:
-                print(f"{path.relative_to(args.out.parent.parent)}: {im.width}x{im.height}, "
-                      f"{path.stat().st_size / 1024:.0f} KB")
+        report(clean, args.out), report(low, args.out)
+    for name, box in REAL.items():
+        report(save_png(Image.fromarray(getattr(data, name)()).convert("RGB").crop(box), args.out / f"{name}.png"),
+               args.out)
+
+
+def report(path: Path, out: Path) -> None:
+    with Image.open(path) as im:
+        print(f"{path.relative_to(out.parent.parent)}: {im.width}x{im.height}, {path.stat().st_size / 1024:.0f} KB")
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ def main() -> None:
     args = parser.parse_args()
     prior = load_prior(args.prior)
     rows = []
-    print("| method | setting | PSNR | SSIM | consistency | detail | s/image |\n|---|---|---|---|---|---|---|")
+    print("| method | setting | PSNR | SSIM | consistency | detail | detail r | s/image |\n|---|---|---|---|---|---|---|---|")
     default = settings_for(args.prior)
     for method in args.methods:
         sweeps = SWEEPS if method == "latent" else {k: SWEEPS[k] for k in ("reg_every", "eta")}

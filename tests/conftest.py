@@ -21,13 +21,16 @@ def tiny_prior():
 
 @pytest.fixture(scope="session")
 def fresh_pixel_models():
-    """An untrained PixelINN (exactly Haar) and estimator: the sampler's code paths without trained weights."""
+    """An untrained PixelINN (exactly Haar), estimator and restorer (exactly bicubic): the sampler's code paths
+    without trained weights."""
     from latentindigo.estimator import DegradationEstimator
     from latentindigo.inn import LiftingINN
+    from latentindigo.restorer import Restorer
     from latentindigo.sampler import PixelModels
 
     torch.manual_seed(0)
-    return PixelModels(inn=LiftingINN(channels=3).eval(), estimator=DegradationEstimator().eval())
+    return PixelModels(inn=LiftingINN(channels=3).eval(), estimator=DegradationEstimator().eval(),
+                       restorer=Restorer(widths=(4, 8, 8), blocks=(1, 1, 1)).eval())
 
 
 @pytest.fixture

@@ -59,8 +59,11 @@ def test_evaluate_prints_a_row_per_method_and_writes_json(tmp_path, photo):
     result = cli("evaluate", "--gt", tmp_path / "gt", "--lq", tmp_path / "lq", "--methods", "bicubic", "inn",
                  "--json", tmp_path / "table.json", "--quiet")
     assert result.returncode == 0, result.stderr
-    assert [line.split("|")[1].strip() for line in result.stdout.splitlines()[2:]] == ["bicubic", "inn"]
+    rows = [line.split("|")[1].strip() for line in result.stdout.splitlines()[2:]]
+    assert rows == ["bicubic", "inn", "ground truth"]
     table = json.loads((tmp_path / "table.json").read_text())
+    # the input is a clean downscale of the truth: the truth is consistent with it
+    assert table["ground truth"]["consistency"] > 30 and table["ground truth"]["psnr"] == 100
     assert table["bicubic"]["consistency"] > 30  # bicubic up then down is close to the input
     assert table["bicubic"]["psnr"] < 100  # and the lost detail is not back
 

@@ -1,3 +1,4 @@
+import math
 import subprocess
 import sys
 
@@ -39,6 +40,7 @@ def test_each_operation_changes_the_image(clean):
     plain = degrade(clean, Degradation())
     torch.testing.assert_close(plain, clean)
     for d in (Degradation(blur=1.5), Degradation(blur=2.0, blur_y=0.5, blur_angle=0.7), Degradation(noise=5),
+              Degradation(blur=1.5, blur_kernel="motion", blur_angle=0.3), Degradation(blur=1.5, blur_kernel="defocus"),
               Degradation(poisson_peak=50), Degradation(jpeg=30)):
         assert (degrade(clean, d) - clean).abs().mean() > 1e-3, d
 
@@ -80,3 +82,27 @@ def test_the_noise_label_is_the_noise_left_in_the_output():
     assert before < 4  # a x4 downscale averages 16 pixels: about a quarter of the noise is left
     assert effective_noise(Degradation(noise=10, jpeg=30), (96, 96)) < 0.5 * after  # JPEG smooths noise away
     assert effective_noise(Degradation(scale=2, blur=1.0), (96, 96)) == 0
+
+
+@pytest.mark.parametrize("kind,angle", [("gaussian", 0.0), ("motion", 0.0), ("motion", 1.1), ("defocus", 0.0)])
+def test_every_blur_kernel_has_the_spread_it_is_asked_for(kind, angle):
+    """`blur` is the standard deviation along the kernel's main axis whatever its shape, so a motion or defocus
+    blur of the same sigma degrades about as much, and the estimator's blur label means one thing."""
+    from latentindigo.degradations import blur_kernel
+
+    sigma = 1.7
+    k = blur_kernel(sigma, theta=angle, kind=kind).double()
+    assert k.sum().item() == pytest.approx(1) and (k >= 0).all()
+    r = (k.shape[-1] - 1) / 2
+    yy, xx = torch.meshgrid(torch.arange(k.shape[0]) - r, torch.arange(k.shape[1]) - r, indexing="ij")
+    along = math.cos(angle) * xx + math.sin(angle) * yy
+    across = -math.sin(angle) * xx + math.cos(angle) * yy
+    assert (k * along).sum().item() == pytest.approx(0, abs=1e-9)  # centred: no shift of the image
+    assert math.sqrt((k * along**2).sum().item()) == pytest.approx(sigma, rel=0.1)
+    spread_across = math.sqrt((k * across**2).sum().item())
+    assert spread_across < 0.5 if kind == "motion" else spread_across == pytest.approx(sigma, rel=0.1)
+
+
+def test_random_degradations_include_motion_and_defocus():
+    kinds = {random_degradation(seed).blur_kernel for seed in range(60)}
+    assert kinds == {"gaussian", "motion", "defocus"}

@@ -23,3 +23,16 @@ def test_jpeg_grid_features_see_8x8_blocks():
     blocky = smooth.clone()
     blocky[..., :, 8::8] += 0.3  # a jump at every block border
     assert jpeg_grid_features(blocky).max() > 2 * jpeg_grid_features(smooth).max()
+
+
+@pytest.mark.parametrize("quality", [30, 60, 75, 85])
+def test_jpeg_quality_is_read_off_the_quantisation_lattice(quality):
+    from latentindigo.degradations import jpeg
+    from latentindigo.estimator import jpeg_quality
+
+    g = torch.Generator().manual_seed(quality)
+    photo = torch.nn.functional.interpolate(torch.rand(1, 3, 12, 12, generator=g), size=(96, 96), mode="bicubic",
+                                            align_corners=False).clamp(0, 1)
+    assert abs(jpeg_quality(jpeg(photo, quality)) - quality) <= 4
+    assert jpeg_quality(photo) == 100  # never saved as JPEG
+    assert jpeg_quality(photo[..., :7, :7]) == 100  # smaller than one block

@@ -22,6 +22,12 @@ def test_every_method_gives_the_requested_size(method, photo, tiny_prior, fresh_
     assert 0 <= done.tensor.min() and done.tensor.max() <= 1
 
 
+def test_the_estimate_shows_the_scale_the_output_has(photo, fresh_pixel_models):
+    done = run(photo, Settings(method="restorer", scale=3), None, fresh_pixel_models)
+    assert done.estimate.scale == pytest.approx(3, rel=0.02)
+    assert str(done.estimate).startswith("scale x3.0, JPEG ")
+
+
 @pytest.mark.parametrize("method", ["latent", "pixel"])
 def test_output_is_consistent_with_the_input(method, photo, tiny_prior, fresh_pixel_models):
     done = run(photo, Settings(method=method, **SMALL), tiny_prior, fresh_pixel_models)

@@ -1,0 +1,74 @@
+"""The first-stage restorer R: any scale and size, starts as bicubic, trains and resumes, and the bundled one
+restores photos it never saw better than bicubic."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from latentindigo import train
+from latentindigo.degradations import Degradation, degrade, resize
+from latentindigo.metrics import psnr, ssim
+from latentindigo.restorer import Restorer, load_restorer, restore_first_stage
+from latentindigo.weights import load_weights
+
+
+@pytest.mark.parametrize("low,size", [((16, 16), (64, 64)), ((37, 53), (101, 150)), ((9, 7), (72, 56)),
+                                      ((30, 31), (30, 31))])
+def test_a_fresh_restorer_is_the_bicubic_upscale_at_any_size_and_scale(low, size):
+    y = torch.rand(1, 3, *low, generator=torch.Generator().manual_seed(0))
+    out = restore_first_stage(Restorer(widths=(4, 8, 8), blocks=(1, 1, 1)), y, size)
+    assert out.shape == (1, 3, *size)
+    torch.testing.assert_close(out, resize(y, size, "bicubic").clamp(0, 1), rtol=0, atol=1e-6)
+
+
+def test_restorer_training_lowers_the_loss_and_resumes(tmp_path):
+    root = tmp_path / "photos"
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 3), ("val", 1)):
+        (root / split).mkdir(parents=True)
+        for i in range(count):  # sharp edges on smooth shading: what a restorer can learn to put back
+            image = Image.fromarray((rng.random((6, 6, 3)) * 255).astype(np.uint8)).resize((192, 192),
+                                                                                             Image.Resampling.NEAREST)
+            image.save(root / split / f"{split}{i}.png")
+    small = {"widths": [4, 8, 8], "blocks": [1, 1, 1]}
+    rng = np.random.default_rng(7)
+    crops = train.PhotoCrops(root / "train", 32)
+    fixed = [(x, *train.restorer_pair(x, rng)) for x in (crops.batch(rng, 1) for _ in range(16))]
+
+    def loss(restorer):
+        with torch.no_grad():
+            return sum(torch.nn.functional.mse_loss(restorer(up, s), x).item() for x, up, s in fixed)
+
+    run = tmp_path / "run"
+    info = train.train_restorer(root, run, steps=40, batch=4, crop=32, lr=3e-3, every=20, config=small)
+    restorer = load_weights(Restorer, run / "restorer.safetensors")
+    assert loss(restorer) < 0.999 * loss(Restorer(**small))  # a fresh one is the bicubic upscale
+    assert restorer.config == small
+    assert set(info["validation"]) == set(train.RESTORER_VALIDATION)
+    again = train.train_restorer(root, run, steps=40, batch=4, crop=32, lr=3e-3, every=20, config=small)
+    assert again["step"] == 40 and len(again["history"]) == 2
+
+
+def test_the_bundled_restorer_beats_bicubic_on_a_photo_it_never_saw():
+    import skimage.data
+
+    # coffee is a validation photo: never trained on
+    photo = torch.from_numpy(skimage.data.coffee()[100:292, 200:392].copy()).permute(2, 0, 1)[None].float() / 255
+    y = degrade(photo, Degradation(scale=4, blur=1.2, noise=5, jpeg=75, seed=3))
+    restored = restore_first_stage(load_restorer(), y, (192, 192))
+    bicubic = resize(y, (192, 192), "bicubic").clamp(0, 1)
+    assert psnr(restored, photo) > psnr(bicubic, photo) + 0.5
+    assert ssim(restored, photo) > ssim(bicubic, photo) + 0.02
+
+
+def test_large_outputs_are_restored_in_tiles_without_seams(monkeypatch):
+    from latentindigo import restorer as module
+
+    y = torch.rand(1, 3, 40, 50, generator=torch.Generator().manual_seed(1))
+    whole = restore_first_stage(load_restorer(), y, (160, 200))
+    monkeypatch.setattr(module, "TILE", 96)
+    monkeypatch.setattr(module, "OVERLAP", 32)
+    tiled = restore_first_stage(load_restorer(), y, (160, 200))
+    assert tiled.shape == whole.shape
+    assert (tiled - whole).abs().mean() < 2e-3 and (tiled - whole).abs().max() < 0.05
