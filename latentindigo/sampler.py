@@ -39,7 +39,7 @@ from latentindigo.estimator import DegradationEstimator, Estimate
 from latentindigo.imageio import to_image, to_tensor
 from latentindigo.inn import LiftingINN, coarse_size, levels_for_scale, zero_details
 from latentindigo.priors import Prior
-from latentindigo.restorer import WEIGHTS as RESTORER_WEIGHTS, Restorer, restore_first_stage
+from latentindigo.restorer import WEIGHTS as RESTORER_WEIGHTS, Restorer, load_restorer, restore_first_stage
 from latentindigo.settings import ASSETS, DIFFUSION_METHODS, Settings
 from latentindigo.weights import load_weights
 
@@ -58,7 +58,7 @@ def load_pixel_models(folder: Path = ASSETS / "inn", restorer: Path = RESTORER_W
     """The bundled, trained PixelINN, estimator and restorer (loaded once per process)."""
     return PixelModels(inn=load_weights(LiftingINN, folder / "pixel_inn.safetensors"),
                        estimator=load_weights(DegradationEstimator, folder / "estimator.safetensors"),
-                       restorer=load_weights(Restorer, restorer))
+                       restorer=load_restorer(restorer))
 
 
 @dataclass
