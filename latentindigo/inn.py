@@ -116,10 +116,15 @@ class LiftingINN(nn.Module):
 
     def inverse(self, coarse: torch.Tensor, details: list[torch.Tensor], gamma: torch.Tensor | None = None,
                 size: tuple[int, int] | None = None) -> torch.Tensor:
-        """(coarse, details) -> x of `size` (height, width); default: 2^levels times the coarse size."""
+        """(coarse, details) -> x of `size` (height, width).
+
+        The size of every level but the full one is read off the detail tensors (level k's details have the
+        size of level k + 1), so only the full size is ambiguous: without `size` it is twice the finest
+        details' size, which is right for even sizes; pass `size` for odd ones."""
         levels = len(details)
-        size = size or (coarse.shape[-2] << levels, coarse.shape[-1] << levels)
-        sizes = level_sizes(size, levels)
+        finest = tuple(details[0].shape[-2:]) if levels else tuple(coarse.shape[-2:])
+        sizes = [tuple(size) if size else (2 * finest[0], 2 * finest[1])]
+        sizes += [tuple(d.shape[-2:]) for d in details[:-1]]
         x = coarse
         for level in reversed(range(levels)):
             cond = self._condition(gamma, level, x.shape[0], x)

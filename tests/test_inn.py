@@ -31,6 +31,17 @@ def test_exactly_invertible_at_odd_sizes(channels, size, levels):
     assert (coarse - LiftingINN(channels=channels, levels=levels)(x)[0]).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("size,levels", [((37, 53), 2), ((101, 67), 3), ((64, 48), 2)])
+def test_inverse_without_size_reads_level_sizes_off_the_details(size, levels):
+    inn = randomised(LiftingINN(channels=3, levels=levels))
+    x = torch.rand(1, 3, *size)
+    with torch.no_grad():
+        back = inn.inverse(*inn(x))
+    # only the full size is ambiguous: the default is even, and x is its top-left part
+    assert back.shape[-2:] == (size[0] + size[0] % 2, size[1] + size[1] % 2)
+    assert (back[..., : size[0], : size[1]] - x).abs().max() < 1e-5
+
+
 @pytest.mark.parametrize("size", [(16, 24), (9, 11)])
 def test_fresh_network_is_haar(size):
     inn = LiftingINN(channels=3, levels=1).double()
