@@ -13,13 +13,15 @@ import os
 import re
 import secrets
 import struct
+import warnings
 import zlib
+from functools import cache
 from pathlib import Path
 from typing import BinaryIO, Union
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageCms, ImageOps
 
 from latentindigo import UserError
 
@@ -64,7 +66,8 @@ def load_image(
 ) -> Image.Image:
     """Return `source` as an 8-bit RGB image, or raise `ImageError`.
 
-    EXIF orientation is applied, transparency is composited on white, high bit
+    EXIF orientation is applied, an embedded ICC profile (Adobe RGB, Display P3,
+    CMYK, ...) is converted to sRGB, transparency is composited on white, high bit
     depths are rounded to 8 bits and only the first frame of animations is used.
     Images above `max_pixels` are refused from their header, before decoding.
     """
@@ -140,9 +143,34 @@ def _decode(image: Image.Image, name: str, max_pixels: int) -> Image.Image:
         # Truncated data surfaces here, as ImageFile.LOAD_TRUNCATED_IMAGES is left False.
         image.load()
         image = ImageOps.exif_transpose(image)
-        return _to_rgb(image)
+        icc = image.info.get("icc_profile")
+        # our own outputs (tagged with this very profile) are read back unchanged, to the bit
+        return _to_srgb(image, icc, name) if icc and icc != srgb_profile() else _to_rgb(image)
     except _DECODE_ERRORS as e:
         raise _error(name, f"image data is corrupt or truncated ({e})") from e
+
+
+@cache
+def srgb_profile() -> bytes:
+    """The ICC profile every output is tagged with."""
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def _to_srgb(image: Image.Image, icc: bytes, name: str) -> Image.Image:
+    """Pixels in the embedded profile's colour space -> sRGB, so that a wide-gamut photo keeps its colours
+    (the networks were trained on sRGB). A profile LittleCMS cannot use is ignored, with a warning."""
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        space = source.profile.xcolor_space.strip()
+        # a profile describes the photo's own mode: RGB, grey or CMYK (alpha, high depths: made RGB first)
+        pixels = image if (space, image.mode) in (("GRAY", "L"), ("CMYK", "CMYK")) else _to_rgb(image)
+        if space not in ("RGB", "GRAY", "CMYK") or (space == "RGB") != (pixels.mode == "RGB"):
+            raise ImageCms.PyCMSError(f"a {space} profile on a {image.mode} image")
+        return ImageCms.profileToProfile(pixels, source, ImageCms.ImageCmsProfile(io.BytesIO(srgb_profile())),
+                                         outputMode="RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError) as e:
+        warnings.warn(f"{name}: its colour profile is ignored ({' '.join(str(e).split())})", stacklevel=3)
+        return _to_rgb(image)
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -186,7 +214,7 @@ def _from_array(array: np.ndarray, name: str, max_pixels: int) -> Image.Image:
 
 
 def save_png(image: Image.Image, path: str | os.PathLike) -> Path:
-    """Write `image` as a PNG at `path` atomically, creating parent folders; return the path.
+    """Write `image` as a PNG tagged sRGB at `path` atomically, creating parent folders; return the path.
 
     Readers see either the old file or the complete new one, never a partial write.
     """
@@ -196,7 +224,7 @@ def save_png(image: Image.Image, path: str | os.PathLike) -> Path:
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     try:
         with open(tmp, "xb") as f:
-            image.save(f, format="PNG")
+            image.save(f, format="PNG", icc_profile=srgb_profile())
             f.flush()
             os.fsync(f.fileno())  # the data must be on disk before the rename makes it visible
         os.replace(tmp, path)

@@ -377,3 +377,63 @@ def test_to_image_clamps_and_rounds():
     assert to_image(tensor).getpixel((0, 0)) == (0, 128, 255)
     with pytest.raises(ValueError):
         to_image(torch.zeros(1, 4, 2, 2))
+
+
+def matrix_profile(colorants: list[tuple[float, float, float]], gamma: float) -> bytes:
+    """A minimal ICC v2 RGB display profile (matrix + gamma curves), as colour-managed editors embed."""
+
+    def s15(v: float) -> bytes:
+        return struct.pack(">i", round(v * 65536))
+
+    def xyz(v: tuple[float, float, float]) -> bytes:
+        return b"XYZ \0\0\0\0" + b"".join(s15(c) for c in v)
+
+    curve = b"curv\0\0\0\0" + struct.pack(">IH", 1, round(gamma * 256)) + b"\0\0"
+    text = b"test wide-gamut RGB\0"
+    desc = b"desc\0\0\0\0" + struct.pack(">I", len(text)) + text + b"\0" * 8 + b"\0\0\0" + b"\0" * 67
+    tags = [(b"desc", desc), (b"wtpt", xyz((0.9642, 1.0, 0.8249))), (b"rXYZ", xyz(colorants[0])),
+            (b"gXYZ", xyz(colorants[1])), (b"bXYZ", xyz(colorants[2])), (b"rTRC", curve), (b"gTRC", curve),
+            (b"bTRC", curve)]
+    offset, table, data = 128 + 4 + 12 * len(tags), b"", b""
+    for sig, body in tags:
+        body += b"\0" * (-len(body) % 4)
+        table += sig + struct.pack(">II", offset + len(data), len(body))
+        data += body
+    size = offset + len(data)
+    header = (struct.pack(">I", size) + b"\0" * 4 + struct.pack(">I", 0x02100000) + b"mntrRGB XYZ " + b"\0" * 12
+              + b"acsp" + b"\0" * 24 + b"\0" * 4 + s15(0.9642) + s15(1.0) + s15(0.8249) + b"\0" * 48)
+    return header + struct.pack(">I", len(tags)) + table + data
+
+
+# Adobe RGB (1998), adapted to D50
+ADOBE_RGB = matrix_profile([(0.6097, 0.3111, 0.0195), (0.2053, 0.6257, 0.0609), (0.1492, 0.0632, 0.7446)],
+                           563 / 256)
+
+
+def test_wide_gamut_input_is_converted_to_srgb_and_outputs_are_tagged_srgb(tmp_path):
+    from PIL import ImageCms
+
+    raw = Image.new("RGB", (8, 8), (100, 150, 90))  # a mid green, inside sRGB's gamut
+    raw.save(tmp_path / "adobe.png", icc_profile=ADOBE_RGB)
+    loaded = load_image(tmp_path / "adobe.png")
+    # the same colour in sRGB numbers: Adobe RGB's green primary is more saturated, so its red drops
+    r, g, b = loaded.getpixel((0, 0))
+    assert r < 100 - 20 and g >= 150
+    # and converted back into the photo's profile, it is the photo's colour again
+    back = ImageCms.profileToProfile(loaded, ImageCms.createProfile("sRGB"),
+                                     ImageCms.ImageCmsProfile(io.BytesIO(ADOBE_RGB)), outputMode="RGB")
+    assert max(abs(a - b) for a, b in zip(back.getpixel((0, 0)), (100, 150, 90))) <= 2
+
+    out = save_png(loaded, tmp_path / "out.png")
+    with Image.open(out) as saved:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(saved.info["icc_profile"]))
+        assert "sRGB" in ImageCms.getProfileDescription(profile)
+    assert load_image(out).tobytes() == loaded.tobytes()  # our own output is read back to the bit
+
+
+def test_unusable_colour_profile_is_ignored_with_a_warning(tmp_path):
+    raw = Image.new("RGB", (4, 4), (10, 20, 30))
+    raw.save(tmp_path / "bad.png", icc_profile=b"not a profile at all")
+    with pytest.warns(UserWarning, match="colour profile is ignored"):
+        loaded = load_image(tmp_path / "bad.png")
+    assert loaded.getpixel((0, 0)) == (10, 20, 30)
