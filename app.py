@@ -17,17 +17,11 @@ from __future__ import annotations
 
 import argparse
 import functools
-import inspect
 import math
 import os
-import random
-import shutil
-import tempfile
 import threading
 import time
 import traceback
-from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,8 +30,9 @@ import pandas as pd
 from PIL import Image
 
 from latentindigo import UserError
-from latentindigo.settings import (ASSETS, DIFFUSION_METHODS, MAX_SCALE, Settings, local_folder, max_output_pixels,
-                                   settings_for)
+from latentindigo.serving import (Jobs, Models, PreviewPacer, duration, gpu_seconds, method_runs, output_size,
+                                  pick_seed, read_photo, run_method, scratch_folder)
+from latentindigo.settings import ASSETS, MAX_SCALE, Settings, local_folder, max_output_pixels
 
 try:  # Hugging Face ZeroGPU: a GPU is attached only while a decorated job runs
     import spaces
@@ -70,7 +65,6 @@ COMPARE_METHODS = ("latent", "pixel", "restorer", "inn", "bicubic", "sdedit")
 PHASE_COLOURS = {"guidance": "#4f46e5", "refinement": "#f59e0b", "regularisation": "#10b981"}
 MAX_UPLOAD = "64mb"
 UPDATE_EVERY = 0.25  # seconds between streamed status/plot updates (previews and the result always go)
-LOCK_WAIT = 600  # seconds a job waits for the device before giving up (the queue normally prevents waiting)
 
 
 # ------------------------------------------------------------------------------------------- configuration
@@ -113,122 +107,12 @@ def offered_priors(extra: list[str]) -> list[tuple[str, str]]:
     return [(label, spec) for spec, label in choices.items()]
 
 
-class Models:
-    """Priors loaded on first use and kept, one per spec, and the device's lock: one job at a time."""
-
-    def __init__(self, specs: list[str], device: str | None = None, threads: int = 0, default: str | None = None):
-        self.specs, self._device, self.threads = specs, device, threads
-        # Stable Diffusion is never the implicit default (it needs a GPU and a download): name it first in
-        # --prior / LATENTINDIGO_PRIORS to make it the default, e.g. on a GPU Space
-        self.default = default if default is not None else next((s for s in specs if s != "sd21"), None)
-        # held for a whole job; a Lock, not an RLock: gradio resumes a generator, or closes it when the run
-        # is cancelled, on whichever thread it likes, and the release must work from there
-        self.lock = threading.Lock()
-        self._loading = threading.Lock()
-        self._priors: dict[str, Prior] = {}
-
-    def settings(self, spec: str | None, **given) -> Settings:
-        """Settings for a job on prior `spec` (None: the default): `given`, else the prior's tuned settings."""
-        return settings_for(spec or self.default, **given)
-
-    @property
-    def device(self) -> str:
-        if self._device is None:
-            import torch
-
-            self._device = "cuda" if torch.cuda.is_available() else "cpu"
-        return self._device
-
-    def prior(self, spec: str | None = None) -> Prior:
-        from latentindigo.priors import load_prior
-
-        spec = spec or self.default
-        if not spec:
-            raise UserError("no diffusion prior is available: start the app with --prior SPEC")
-        if spec not in self.specs:
-            raise UserError(f"unknown prior {spec!r}: start the app with --prior {spec}")
-        with self._loading:
-            if spec not in self._priors:
-                self._priors[spec] = load_prior(spec, device=self.device)
-            return self._priors[spec]
-
-    def loaded(self, spec: str | None) -> Prior | None:
-        return self._priors.get(spec or self.default)
-
-    def warm_up(self) -> None:
-        """Load the pixel models and the default prior in the background, so the first job starts at once."""
-        try:
-            import torch
-
-            from latentindigo.sampler import load_pixel_models
-
-            if self.threads > 0:
-                torch.set_num_threads(self.threads)
-            load_pixel_models()
-            if self.default:
-                self.prior(self.default)
-        except Exception:  # the first job will report it
-            traceback.print_exc()
-
-
 MODELS = Models([])  # replaced by build_demo
+JOBS = Jobs()
 
 
-# ------------------------------------------------------------------------------------------- jobs
-
-@dataclass
-class Job:
-    kind: str  # "restore", "compare" or "lab"
-    stop: threading.Event = field(default_factory=threading.Event)
-    step: int = 0
-    total: int = 0
-
-    def stopped(self) -> str:
-        return f"Stopped at step {self.step} of {self.total}" if self.total else "Stopped before the first step"
-
-
-JOBS: dict[str, Job] = {}  # session -> its running job, for the Stop buttons and /stop
-
-
-@contextmanager
-def device_job(kind: str, request: gr.Request | None):
-    """Hold the device for one job, registered under the session so that Stop can end it at the next step.
-
-    The gradio queue already runs one job at a time (one concurrency group for all jobs); the lock also
-    covers a cancelled run whose last step is still finishing.
-    """
-    if not MODELS.lock.acquire(timeout=LOCK_WAIT):
-        raise gr.Error("the device is busy with another job, try again in a minute")
-    session = request.session_hash if request is not None else None
-    job = Job(kind)
-    if session:
-        JOBS[session] = job
-    try:
-        yield job
-    finally:
-        if session and JOBS.get(session) is job:
-            del JOBS[session]
-        MODELS.lock.release()
-
-
-@contextmanager
-def scratch_folder():
-    """A folder for one job's PNGs. Results are sent as files, not images: gradio copies a file into its cache
-    once, but re-encodes an image on every update, rewriting a file the browser may be reading."""
-    folder = Path(tempfile.mkdtemp(prefix="latentindigo-"))
-    try:
-        yield folder
-    finally:  # the job's last update has been sent, and its files copied, before the generator resumes
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def stop_job(kind: str | None, request: gr.Request | None) -> str | None:
-    """Ask this session's running job (of this kind) to stop at its next step; a status line, or None."""
-    job = JOBS.get(request.session_hash) if request is not None and request.session_hash else None
-    if job is None or (kind and job.kind != kind):
-        return None
-    job.stop.set()
-    return f"{job.stopped()}."
+def session(request: gr.Request | None) -> str | None:
+    return request.session_hash if request is not None else None
 
 
 def stopper(kind: str):
@@ -237,14 +121,14 @@ def stopper(kind: str):
     click went through, cancelled the new run instead. A run still waiting in the queue is not reached."""
 
     def stop_tab(request: gr.Request):
-        return stop_job(kind, request) or gr.skip()
+        return JOBS.stop(session(request), kind) or gr.skip()
 
     return stop_tab
 
 
 def stop(request: gr.Request) -> str:
     """End this session's running job at its next step (gradio_client: call it from the job's Client)."""
-    return stop_job(None, request) or "Nothing is running."
+    return JOBS.stop(session(request)) or "Nothing is running."
 
 
 def user_errors(fn):
@@ -315,40 +199,19 @@ class Number(gr.Number):
         return None if payload is None else super().preprocess(in_range(self, payload))
 
 
-def read_photo(path: str | None) -> Image.Image:
-    from latentindigo.imageio import load_image
-
-    if not path:
-        raise UserError("upload a photo first")
-    return load_image(path)
-
-
-def pick_seed(seed: float | None) -> int:
-    return random.randrange(2**31) if seed is None or seed < 0 else int(seed)
-
-
-def output_size(photo: Image.Image, width: float | None, height: float | None) -> tuple[int, int] | None:
-    """(width, height) from the width/height controls: both, or one (the other keeps the photo's aspect
-    ratio), or None when both are 0 (then the scale factor decides)."""
-    width, height = int(width or 0), int(height or 0)
-    if width and height:
-        return width, height
-    if width:
-        return width, max(1, round(width * photo.height / photo.width))
-    if height:
-        return max(1, round(height * photo.width / photo.height)), height
-    return None
-
-
-def size_hint(path: str | None, scale: float, width: float | None, height: float | None) -> str:
-    """'64x64 → 256x256 (0.07 MP, at most 16.8)', read from the file's header only."""
+def size_hint(path: str | None, scale: float, width: float | None, height: float | None, prior: str | None = None,
+              mode: str = "latent", steps: float | None = None) -> str:
+    """'64x64 → 256x256 (0.07 megapixels, at most 16.8) · about 3 s here', read from the file's header only;
+    the time from the runs this server has done (RunCosts)."""
     try:
         with Image.open(path) as photo:
             out = output_size(photo, width, height) or Settings(scale=scale).output_size(*photo.size)
-            return (f"{photo.width}x{photo.height} → {out[0]}x{out[1]} ({out[0] * out[1] / 1e6:.2f} megapixels, "
-                    f"at most {max_output_pixels() / 1e6:.1f})")
     except Exception:  # no photo yet, or not an image: the restore will say so
         return f"Output: {scale:g}x the input, or width x height when given (0: from the scale factor)."
+    hint = (f"{photo.width}x{photo.height} → {out[0]}x{out[1]} ({out[0] * out[1] / 1e6:.2f} megapixels, "
+            f"at most {max_output_pixels() / 1e6:.1f})")
+    seconds = JOBS.costs.estimate(prior or MODELS.default, mode, int(steps or Settings().steps), out[0] * out[1])
+    return hint if seconds is None else f"{hint} · {duration(seconds)} on this server"
 
 
 def use_prompt(prior: Prior, prompt: str) -> None:
@@ -380,29 +243,6 @@ def prompt_box(spec: str | None, **layout):
 
 
 # ------------------------------------------------------------------------------------------- restore tab
-
-class PreviewPacer:
-    """When to decode a preview (a VAE decode each): at most every `interval` seconds and at most about
-    `share` of the run's time, but always at a few evenly spaced steps, so a fast run shows progress too."""
-
-    def __init__(self, total: int, interval: float = 0.5, share: float = 0.2, milestones: int = 4):
-        self.milestones = {math.ceil(total * k / milestones) for k in range(1, milestones)}
-        self.interval, self.share = interval, share
-        self.last_step, self.last_time, self.cost = 0, -math.inf, 0.0
-
-    def due(self, step: int) -> bool:
-        if step == self.last_step:  # one preview per step at most
-            return False
-        wait = max(self.interval, self.cost / self.share)
-        return step in self.milestones or time.perf_counter() - self.last_time >= wait
-
-    def decode(self, event) -> Image.Image:
-        t0 = time.perf_counter()
-        image = event.preview
-        self.last_time = time.perf_counter()
-        self.cost, self.last_step = self.last_time - t0, event.step
-        return image
-
 
 RESTORE_OUTPUTS = ("preview", "plot", "status", "result", "png", "seed", "estimate", "seconds")
 
@@ -440,6 +280,7 @@ def restore(image: str | None, prior: str | None = None, mode: str = "latent", g
     from latentindigo.sampler import restore as sample
 
     photo = read_photo(image)
+    spec = prior or MODELS.default
     size = output_size(photo, width, height)
     given = dict(guidance=guidance, steps=steps, refine=refine, refine_lr=refine_lr, reg_every=reg_every,
                  reg_strength=reg_strength, latent_reg=latent_reg, start=start, eta=eta, colour_fix=colour_fix)
@@ -454,7 +295,7 @@ def restore(image: str | None, prior: str | None = None, mode: str = "latent", g
                                 f"seed {settings.seed})",
                          result=None, png=None, seed=settings.seed, estimate="", seconds=None)
     with scratch_folder() as folder:
-        with device_job("restore", request) as job:
+        with JOBS.run("restore", session(request)) as job:
             if MODELS.loaded(prior) is None:
                 yield restore_update(status=f"Loading the prior {prior or ''}…")
             diffusion_prior = MODELS.prior(prior)
@@ -480,12 +321,15 @@ def restore(image: str | None, prior: str | None = None, mode: str = "latent", g
                         continue
                     last_update = time.perf_counter()
                     caption = f"Step {event.step}/{event.total} · {event.phase}"
+                    left = job.time_left()
                     yield restore_update(
                         preview=gr.Image(value=preview, label=f"Live preview: {caption}") if preview else gr.skip(),
                         plot=consistency_plot(rows, phases),
-                        status=f"**{caption}** · consistency error {event.consistency:.4f} ({event.space} space)")
+                        status=f"**{caption}** · consistency error {event.consistency:.4f} ({event.space} space)"
+                               + (f" · {duration(left)} left" if left is not None else ""))
             finally:
                 events.close()  # a stopped or cancelled run must not go on sampling
+            JOBS.costs.record(spec, done)
         png = str(save_png(done.image, folder / f"{Path(image).stem}-{mode}-seed{settings.seed}.png"))
         before = str(save_png(photo.resize(done.image.size, Image.BICUBIC), folder / "bicubic.png"))
         note = f" ({diffusion_prior.notice})" if done.latent_inn_trained is False and diffusion_prior.notice else ""
@@ -499,36 +343,9 @@ def restore(image: str | None, prior: str | None = None, mode: str = "latent", g
 
 # ------------------------------------------------------------------------------------------- compare and lab
 
-def method_runs(methods: list[str] | None, prior: str | None, steps: int | None, **same) -> list[Settings]:
-    """Settings for each chosen method of a Compare or Lab job: the prior's tuned settings, with `steps` when
-    given and `same` (seed, output size) for all."""
-    if not methods:
-        raise UserError("choose at least one method")
-    base = MODELS.settings(prior, **same, **({} if steps is None else {"steps": int(steps)}))
-    return [replace(base, method=m) for m in methods]
-
-
-def run_method(photo: Image.Image, settings, prior_spec: str | None, job: Job, progress, label: str):
-    """Run one method to the end: its `Done`, or None when the job was stopped."""
-    from latentindigo.sampler import Done, load_pixel_models
-    from latentindigo.sampler import restore as sample
-
-    diffusion_prior = None
-    if settings.method in DIFFUSION_METHODS:
-        diffusion_prior = MODELS.prior(prior_spec)
-        use_prompt(diffusion_prior, "")
-    events = sample(photo, settings, diffusion_prior, load_pixel_models())
-    try:
-        for event in events:
-            if isinstance(event, Done):
-                return event
-            if job.stop.is_set():
-                return None
-            job.step, job.total = event.step, event.total
-            progress((event.step, event.total), desc=f"{label}: {event.phase}")
-    finally:
-        events.close()
-    return None
+def tab_progress(progress, label: str):
+    """run_method's progress callback for gradio's progress bar, the method's name before the phase."""
+    return lambda step, total, phase: progress((step, total), desc=f"{label}: {phase}")
 
 
 def results_table(rows: list[dict], scores: bool = False) -> pd.DataFrame:
@@ -544,19 +361,20 @@ def compare(image: str | None, methods: list[str] | None = None, prior: str | No
 
     photo = read_photo(image)
     seed = pick_seed(seed)
-    runs = method_runs(methods, prior, steps, seed=seed, scale=float(scale))
+    runs = method_runs(MODELS, methods, prior, steps, seed=seed, scale=float(scale))
     for settings in runs:
         settings.check(photo.width, photo.height)
     gallery, rows = [], []
     yield [], results_table([]), f"Waiting for the device… (seed {seed})"
-    with scratch_folder() as folder, device_job("compare", request) as job:
+    with scratch_folder() as folder, JOBS.run("compare", session(request)) as job:
         for i, settings in enumerate(runs):
             name = METHOD_NAMES[settings.method]
             yield gr.skip(), gr.skip(), f"Running {name} ({i + 1} of {len(runs)}), seed {seed}…"
-            done = run_method(photo, settings, prior, job, progress, name)
+            done = run_method(photo, settings, MODELS, prior, job, tab_progress(progress, name))
             if done is None:
                 yield gr.skip(), gr.skip(), f"Stopped during {name}."
                 return
+            JOBS.costs.record(prior or MODELS.default, done)
             png = save_png(done.image, folder / f"{settings.method}.png")
             gallery.append((str(png), f"{name} · {done.seconds:.1f} s"))
             rows.append({"method": name, "seconds": round(done.seconds, 2)})
@@ -578,7 +396,7 @@ def lab(image: str | None, scale: float = 4.0, blur: float = 1.0, noise: float =
 
     clean = read_photo(image)
     seed = pick_seed(seed)
-    runs = method_runs(methods, prior, steps, seed=seed, size=clean.size)
+    runs = method_runs(MODELS, methods, prior, steps, seed=seed, size=clean.size)
     d = Degradation(scale=float(scale), blur=float(blur), noise=float(noise), seed=int(degradation_seed),
                     jpeg=None if jpeg >= 100 else int(jpeg))
     low_h, low_w = scaled_size(clean.height, clean.width, d.scale)
@@ -592,14 +410,15 @@ def lab(image: str | None, scale: float = 4.0, blur: float = 1.0, noise: float =
         low_png = str(save_png(low, folder / "degraded.png"))
         degraded = f"Degraded {clean.width}x{clean.height} to {low.width}x{low.height} ({truth})"
         yield low_png, [], results_table([], scores=True), f"{degraded}; waiting for the device…"
-        with device_job("lab", request) as job:
+        with JOBS.run("lab", session(request)) as job:
             for i, settings in enumerate(runs):
                 name = METHOD_NAMES[settings.method]
                 yield gr.skip(), gr.skip(), gr.skip(), f"Running {name} ({i + 1} of {len(runs)}), seed {seed}…"
-                done = run_method(low, settings, prior, job, progress, name)
+                done = run_method(low, settings, MODELS, prior, job, tab_progress(progress, name))
                 if done is None:
                     yield gr.skip(), gr.skip(), gr.skip(), f"Stopped during {name}."
                     return
+                JOBS.costs.record(prior or MODELS.default, done)
                 p, s = psnr(done.tensor, original), ssim(done.tensor, original)
                 png = save_png(done.image, folder / f"{settings.method}.png")
                 gallery.append((str(png), f"{name} · PSNR {p:.2f} dB · SSIM {s:.3f}"))
@@ -612,26 +431,6 @@ def lab(image: str | None, scale: float = 4.0, blur: float = 1.0, noise: float =
 
 
 # ------------------------------------------------------------------------------------------- the interface
-
-def gpu_seconds(fn):
-    """ZeroGPU duration of a job, from its steps, methods and output size (generous: a job that runs out of
-    GPU time fails, one that asks for less waits less in the ZeroGPU queue)."""
-    signature = inspect.signature(fn)
-
-    def estimate(*args, **kwargs) -> int:
-        a = signature.bind_partial(*args, **kwargs).arguments
-        try:
-            with Image.open(a["image"]) as photo:
-                pixels = photo.width * photo.height * float(a.get("scale") or 4.0) ** 2
-        except Exception:
-            pixels = 512 * 512
-        methods = a.get("methods") or [a.get("mode") or "latent"]
-        per_step = sum({"pixel": 0.25, "dps": 0.5}.get(m, 0.08) for m in methods)
-        steps = int(a.get("steps") or Settings().steps)
-        return int(min(300, 20 + steps * per_step * max(1.0, pixels / 512**2)))
-
-    return estimate
-
 
 if spaces is not None:
     restore, compare, lab = (spaces.GPU(duration=gpu_seconds(f))(f) for f in (restore, compare, lab))
@@ -754,8 +553,8 @@ def build_demo(specs: list[str], device: str | None = None, threads: int = 0) ->
                     api_name="restore", concurrency_limit=1, concurrency_id="device", show_progress="full",
                     show_progress_on=[result], trigger_mode=RUN_TRIGGER)
                 stop_button.click(stopper("restore"), outputs=[status], queue=False, api_visibility="private")
-                for control in (image, scale, width, height):
-                    control.change(size_hint, [image, scale, width, height], hint, queue=False,
+                for control in (image, scale, width, height, prior, mode, steps):
+                    control.change(size_hint, [image, scale, width, height, prior, mode, steps], hint, queue=False,
                                    show_progress="hidden", api_visibility="private")
                 prior.change(prompt_box, prior, prompt, queue=False, show_progress="hidden",
                              api_visibility="private")
@@ -848,7 +647,7 @@ def main(argv: list[str] | None = None) -> None:
     demo.queue(max_size=args.max_queue, default_concurrency_limit=1)
     demo.launch(server_name=args.host, server_port=args.port, ssr_mode=False, max_file_size=MAX_UPLOAD,
                 allowed_paths=[str(EXAMPLES)], prevent_thread_lock=True, footer_links=["api", "gradio"], css=CSS)
-    threading.Thread(target=MODELS.warm_up, daemon=True, name="warm-up").start()
+    threading.Thread(target=MODELS.warm_up, args=(JOBS,), daemon=True, name="warm-up").start()
     demo.block_thread()
 
 

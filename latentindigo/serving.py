@@ -1,0 +1,314 @@
+"""The demo's serving half, without a user interface: the priors it offers, one job at a time on the device,
+Stop, what a run will cost, and running methods to the end. `app.py` wires Gradio components to this.
+
+Importing this module imports neither torch nor Gradio: the page is served first, the library loaded after.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import random
+import shutil
+import statistics
+import tempfile
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from PIL import Image
+
+from latentindigo import UserError
+from latentindigo.settings import DIFFUSION_METHODS, Settings, settings_for
+
+if TYPE_CHECKING:
+    from latentindigo.priors import Prior
+    from latentindigo.sampler import Done
+
+LOCK_WAIT = 600  # seconds a job waits for the device before giving up (the queue normally prevents waiting)
+
+
+class Models:
+    """Priors loaded on first use and kept, one per spec."""
+
+    def __init__(self, specs: list[str], device: str | None = None, threads: int = 0, default: str | None = None):
+        self.specs, self._device, self.threads = specs, device, threads
+        # Stable Diffusion is never the implicit default (it needs a GPU and a download): name it first in
+        # --prior / LATENTINDIGO_PRIORS to make it the default, e.g. on a GPU Space
+        self.default = default if default is not None else next((s for s in specs if s != "sd21"), None)
+        self._loading = threading.Lock()
+        self._priors: dict[str, Prior] = {}
+
+    def settings(self, spec: str | None, **given) -> Settings:
+        """Settings for a job on prior `spec` (None: the default): `given`, else the prior's tuned settings."""
+        return settings_for(spec or self.default, **given)
+
+    @property
+    def device(self) -> str:
+        if self._device is None:
+            import torch
+
+            self._device = "cuda" if torch.cuda.is_available() else "cpu"
+        return self._device
+
+    def prior(self, spec: str | None = None) -> Prior:
+        from latentindigo.priors import load_prior
+
+        spec = spec or self.default
+        if not spec:
+            raise UserError("no diffusion prior is available: start the app with --prior SPEC")
+        if spec not in self.specs:
+            raise UserError(f"unknown prior {spec!r}: start the app with --prior {spec}")
+        with self._loading:
+            if spec not in self._priors:
+                self._priors[spec] = load_prior(spec, device=self.device)
+            return self._priors[spec]
+
+    def loaded(self, spec: str | None) -> Prior | None:
+        return self._priors.get(spec or self.default)
+
+    def warm_up(self, jobs: Jobs | None = None) -> None:
+        """Load the pixel models and the default prior in the background, so the first job starts at once;
+        with `jobs`, time a short run of each mode so that the first estimate is this device's."""
+        try:
+            import torch
+
+            from latentindigo.sampler import load_pixel_models
+
+            if self.threads > 0:
+                torch.set_num_threads(self.threads)
+            load_pixel_models()
+            if self.default:
+                self.prior(self.default)
+                if jobs is not None:
+                    jobs.calibrate(self)
+        except Exception:  # the first job will report it
+            traceback.print_exc()
+
+
+# ------------------------------------------------------------------------------------------- jobs
+
+@dataclass
+class Job:
+    kind: str  # "restore", "compare" or "lab"
+    stop: threading.Event = field(default_factory=threading.Event)
+    step: int = 0
+    total: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+    def stopped(self) -> str:
+        return f"Stopped at step {self.step} of {self.total}" if self.total else "Stopped before the first step"
+
+    def time_left(self) -> float | None:
+        """Seconds until the last step, from the pace so far (None before the first step)."""
+        if not self.step or not self.total:
+            return None
+        return (time.perf_counter() - self.started) / self.step * (self.total - self.step)
+
+
+class Jobs:
+    """The device, one job at a time, each registered under its browser session so that Stop reaches it; and
+    what runs cost here (`RunCosts`)."""
+
+    def __init__(self, wait: float = LOCK_WAIT):
+        # held for a whole job; a Lock, not an RLock: gradio resumes a generator, or closes it when the run
+        # is cancelled, on whichever thread it likes, and the release must work from there
+        self.lock = threading.Lock()
+        self.wait = wait
+        self.running: dict[str, Job] = {}  # session -> its running job
+        self.costs = RunCosts()
+
+    @contextmanager
+    def run(self, kind: str, session: str | None) -> Iterator[Job]:
+        """Hold the device for one job. The web queue already runs one job at a time; the lock also covers a
+        cancelled run whose last step is still finishing."""
+        if not self.lock.acquire(timeout=self.wait):
+            raise UserError("the device is busy with another job, try again in a minute")
+        job = Job(kind)
+        if session:
+            self.running[session] = job
+        try:
+            yield job
+        finally:
+            if session and self.running.get(session) is job:
+                del self.running[session]
+            self.lock.release()
+
+    def stop(self, session: str | None, kind: str | None = None) -> str | None:
+        """Ask this session's running job (of this kind) to stop at its next step; a status line, or None."""
+        job = self.running.get(session) if session else None
+        if job is None or (kind and job.kind != kind):
+            return None
+        job.stop.set()
+        return f"{job.stopped()}."
+
+    def calibrate(self, models: Models) -> None:
+        """Time one short run of each guided mode on the default prior (a 64x64 photo to 256x256, 2 and 6
+        steps), so that estimates are this device's from the first job on."""
+        photo = Image.new("RGB", (64, 64), (128, 128, 128))
+        for method in ("latent", "pixel"):
+            for steps in (2, 6):
+                settings = models.settings(None, method=method, steps=steps, size=(256, 256), seed=0)
+                with self.run("calibrate", None) as job:
+                    done = run_method(photo, settings, models, None, job)
+                self.costs.record(models.default, done)
+
+
+class RunCosts:
+    """What a run costs on this server: seconds per megapixel of output, a fixed part plus a part per step, per
+    prior and method, fitted to the runs done here (the most recent 20 of each)."""
+
+    def __init__(self, keep: int = 20):
+        self.keep = keep
+        self.runs: dict[tuple[str, str], list[tuple[int, float]]] = {}  # -> (steps, seconds per megapixel)
+
+    def record(self, prior: str | None, done: Done) -> None:
+        megapixels = done.image.width * done.image.height / 1e6
+        runs = self.runs.setdefault((prior or "", done.settings.method), [])
+        runs.append((done.settings.steps, done.seconds / megapixels))
+        del runs[: -self.keep]
+
+    def estimate(self, prior: str | None, method: str, steps: int, pixels: int) -> float | None:
+        """Seconds for a run of `steps` steps to an output of `pixels` pixels, or None before any run."""
+        runs = self.runs.get((prior or "", method))
+        if not runs:
+            return None
+        if method not in DIFFUSION_METHODS or len({s for s, _ in runs}) < 2:
+            per_mp = statistics.median(c * (steps / s if method in DIFFUSION_METHODS else 1) for s, c in runs)
+        else:  # least squares: seconds per megapixel = fixed + per_step * steps
+            mean_s, mean_c = statistics.fmean(s for s, _ in runs), statistics.fmean(c for _, c in runs)
+            slope = (sum((s - mean_s) * (c - mean_c) for s, c in runs)
+                     / sum((s - mean_s) ** 2 for s, _ in runs))
+            slope = max(slope, 0.0)
+            per_mp = max(mean_c - slope * mean_s, 0.0) + slope * steps
+        return per_mp * pixels / 1e6
+
+
+def gpu_seconds(fn: Callable) -> Callable[..., int]:
+    """ZeroGPU duration of a job of `fn` (restore, compare or lab), from its steps, methods and output size
+    (generous: a job that runs out of GPU time fails, one that asks for less waits less in the ZeroGPU
+    queue)."""
+    signature = inspect.signature(fn)
+
+    def estimate(*args, **kwargs) -> int:
+        a = signature.bind_partial(*args, **kwargs).arguments
+        try:
+            with Image.open(a["image"]) as photo:
+                pixels = photo.width * photo.height * float(a.get("scale") or 4.0) ** 2
+        except Exception:
+            pixels = 512 * 512
+        methods = a.get("methods") or [a.get("mode") or "latent"]
+        per_step = sum({"pixel": 0.25, "dps": 0.5}.get(m, 0.08) for m in methods)
+        steps = int(a.get("steps") or Settings().steps)
+        return int(min(300, 20 + steps * per_step * max(1.0, pixels / 512**2)))
+
+    return estimate
+
+
+def duration(seconds: float) -> str:
+    """'about 4 s', 'about 2 min'."""
+    return f"about {max(1, round(seconds))} s" if seconds < 90 else f"about {math.ceil(seconds / 60)} min"
+
+
+@contextmanager
+def scratch_folder() -> Iterator[Path]:
+    """A folder for one job's PNGs, removed when the job's generator ends. Results are sent as files, not
+    images: gradio copies a file into its cache once, but re-encodes an image on every update, rewriting a file
+    the browser may be reading."""
+    folder = Path(tempfile.mkdtemp(prefix="latentindigo-"))
+    try:
+        yield folder
+    finally:  # the job's last update has been sent, and its files copied, before the generator resumes
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------- a run
+
+def read_photo(path: str | None) -> Image.Image:
+    from latentindigo.imageio import load_image
+
+    if not path:
+        raise UserError("upload a photo first")
+    return load_image(path)
+
+
+def pick_seed(seed: float | None) -> int:
+    return random.randrange(2**31) if seed is None or seed < 0 else int(seed)
+
+
+def output_size(photo: Image.Image, width: float | None, height: float | None) -> tuple[int, int] | None:
+    """(width, height) from the width/height controls: both, or one (the other keeps the photo's aspect
+    ratio), or None when both are 0 (then the scale factor decides)."""
+    width, height = int(width or 0), int(height or 0)
+    if width and height:
+        return width, height
+    if width:
+        return width, max(1, round(width * photo.height / photo.width))
+    if height:
+        return max(1, round(height * photo.width / photo.height)), height
+    return None
+
+
+class PreviewPacer:
+    """When to decode a preview (a VAE decode each): at most every `interval` seconds and at most about
+    `share` of the run's time, but always at a few evenly spaced steps, so a fast run shows progress too."""
+
+    def __init__(self, total: int, interval: float = 0.5, share: float = 0.2, milestones: int = 4):
+        self.milestones = {math.ceil(total * k / milestones) for k in range(1, milestones)}
+        self.interval, self.share = interval, share
+        self.last_step, self.last_time, self.cost = 0, -math.inf, 0.0
+
+    def due(self, step: int) -> bool:
+        if step == self.last_step:  # one preview per step at most
+            return False
+        wait = max(self.interval, self.cost / self.share)
+        return step in self.milestones or time.perf_counter() - self.last_time >= wait
+
+    def decode(self, event) -> Image.Image:
+        t0 = time.perf_counter()
+        image = event.preview
+        self.last_time = time.perf_counter()
+        self.cost, self.last_step = self.last_time - t0, event.step
+        return image
+
+
+def method_runs(models: Models, methods: list[str] | None, prior: str | None, steps: int | None,
+                **same) -> list[Settings]:
+    """Settings for each chosen method of a Compare or Lab job: the prior's tuned settings, with `steps` when
+    given and `same` (seed, output size) for all."""
+    if not methods:
+        raise UserError("choose at least one method")
+    base = models.settings(prior, **same, **({} if steps is None else {"steps": int(steps)}))
+    return [replace(base, method=m) for m in methods]
+
+
+def run_method(photo: Image.Image, settings: Settings, models: Models, prior_spec: str | None, job: Job,
+               progress: Callable[[int, int, str], None] | None = None) -> Done | None:
+    """Run one method to the end: its `Done`, or None when the job was stopped. `progress(step, total, phase)`
+    is called at every step."""
+    from latentindigo.sampler import Done, load_pixel_models
+    from latentindigo.sampler import restore as sample
+
+    diffusion_prior = None
+    if settings.method in DIFFUSION_METHODS:
+        diffusion_prior = models.prior(prior_spec)
+        if diffusion_prior.encode_prompt is not None:
+            diffusion_prior.set_prompt("")
+    events = sample(photo, settings, diffusion_prior, load_pixel_models())
+    try:
+        for event in events:
+            if isinstance(event, Done):
+                return event
+            if job.stop.is_set():
+                return None
+            job.step, job.total = event.step, event.total
+            if progress is not None:
+                progress(event.step, event.total, event.phase)
+    finally:
+        events.close()
+    return None

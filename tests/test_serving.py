@@ -1,0 +1,95 @@
+"""The demo's serving half (latentindigo.serving), without a browser or a server."""
+
+from __future__ import annotations
+
+import threading
+from types import SimpleNamespace
+
+import pytest
+from PIL import Image
+
+from latentindigo import UserError
+from latentindigo.serving import Jobs, PreviewPacer, RunCosts, duration, output_size
+from latentindigo.settings import Settings
+
+
+def finished(method: str, steps: int, seconds: float, size: tuple[int, int] = (500, 400)):
+    """A stand-in for the sampler's Done: what RunCosts reads of it."""
+    return SimpleNamespace(image=Image.new("RGB", size), settings=Settings(method=method, steps=steps),
+                           seconds=seconds)
+
+
+def test_stop_reaches_only_the_callers_own_job_of_that_kind():
+    jobs = Jobs()
+    with jobs.run("restore", "alice") as job:
+        assert jobs.stop("bob") is None and jobs.stop(None) is None
+        assert jobs.stop("alice", kind="compare") is None
+        assert not job.stop.is_set()
+        job.step, job.total = 3, 10
+        assert jobs.stop("alice", kind="restore") == "Stopped at step 3 of 10."
+        assert job.stop.is_set()
+    assert jobs.stop("alice") is None  # the job ended: nothing left to stop
+    assert not jobs.lock.locked()
+
+
+def test_a_second_job_waits_for_the_device_and_then_gives_up_with_a_clear_message():
+    jobs = Jobs(wait=0.2)
+    entered = threading.Event()
+    with jobs.run("restore", "alice"):
+        def second():
+            with pytest.raises(UserError, match="device is busy"):
+                with jobs.run("restore", "bob"):
+                    entered.set()
+        t = threading.Thread(target=second)
+        t.start()
+        t.join(5)
+    assert not entered.is_set()
+    with jobs.run("restore", "bob"):  # free again
+        pass
+
+
+def test_time_left_follows_the_pace_so_far():
+    jobs = Jobs()
+    with jobs.run("restore", "alice") as job:
+        assert job.time_left() is None
+        job.started -= 2.0  # two seconds for the first 4 of 20 steps
+        job.step, job.total = 4, 20
+        assert job.time_left() == pytest.approx(8.0, rel=0.05)
+
+
+def test_run_costs_fit_a_fixed_part_and_a_part_per_step():
+    costs = RunCosts()
+    assert costs.estimate("mini", "latent", 25, 256 * 256) is None
+    megapixels = 500 * 400 / 1e6
+    for steps in (2, 6, 2):
+        costs.record("mini", finished("latent", steps, megapixels * (0.5 + 0.25 * steps)))
+    # 1 megapixel, 20 steps: 0.5 + 0.25 * 20 seconds
+    assert costs.estimate("mini", "latent", 20, 1_000_000) == pytest.approx(5.5)
+    assert costs.estimate("mini", "pixel", 20, 1_000_000) is None  # another method: not measured yet
+    assert costs.estimate("other", "latent", 20, 1_000_000) is None  # another prior
+    costs.record("mini", finished("restorer", 25, megapixels * 0.3))
+    assert costs.estimate("mini", "restorer", 50, 2_000_000) == pytest.approx(0.6)  # no steps: per pixel only
+
+
+def test_run_costs_keep_the_most_recent_runs():
+    costs = RunCosts(keep=3)
+    for seconds in (100, 1, 1, 1):  # a slow first run (loading) ages out
+        costs.record("mini", finished("latent", 10, seconds * 0.2))
+    assert costs.estimate("mini", "latent", 10, 1_000_000) == pytest.approx(1.0)
+
+
+def test_durations_read_naturally():
+    assert duration(0.2) == "about 1 s" and duration(42.4) == "about 42 s" and duration(150) == "about 3 min"
+
+
+def test_output_size_from_one_side_keeps_the_aspect_ratio():
+    photo = Image.new("RGB", (64, 48))
+    assert output_size(photo, 0, 0) is None
+    assert output_size(photo, 256, 0) == (256, 192) and output_size(photo, 0, 96) == (128, 96)
+    assert output_size(photo, 100, 100) == (100, 100)
+
+
+def test_preview_pacer_always_shows_a_few_evenly_spaced_steps():
+    pacer = PreviewPacer(total=20, interval=1e9)
+    pacer.last_time = float("inf")  # as if a preview had just been shown: only milestones are due
+    assert [s for s in range(1, 21) if pacer.due(s)] == [5, 10, 15]
