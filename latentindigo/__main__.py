@@ -37,23 +37,44 @@ def _degrade(args: argparse.Namespace) -> None:
 def _restore(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
+    from latentindigo import recipe
     from latentindigo.imageio import load_image, save_png
-    from latentindigo.sampler import Done, restore
+    from latentindigo.sampler import Done, load_pixel_models, restore
     from latentindigo.settings import DIFFUSION_METHODS
 
-    settings = settings_from_args(args)
+    saved = None
+    if args.recipe_from:
+        # the recipe decides method, prior, every sampler setting, seed and size
+        saved = recipe.read_recipe(args.recipe_from)
+        settings = recipe.settings_of(saved)
+        args.prior = saved["prior"]["spec"] if saved.get("prior") else args.prior
+    else:
+        settings = settings_from_args(args)
     image = load_image(args.input)
     settings.check(image.width, image.height)
     prior = None
     if settings.method in DIFFUSION_METHODS:
         prior = load_prior_for(args)
+        if saved and saved.get("prior") and saved["prior"].get("prompt") and prior.encode_prompt is not None:
+            prior.set_prompt(*saved["prior"]["prompt"])
+    pixel = load_pixel_models()
+    if saved and (changed := recipe.differences(saved, image, prior, pixel)):
+        print(f"warning: {args.recipe_from.name} may not be reproduced exactly: {'; '.join(changed)} "
+              "differ from its recipe", file=sys.stderr)
     bar = tqdm(total=settings.steps, desc=settings.method, file=sys.stderr, disable=args.quiet)
-    for event in restore(image, settings, prior):
+    for event in restore(image, settings, prior, pixel):
         if isinstance(event, Done):
             bar.close()
-            save_png(event.image, args.output)
+            save_png(event.image, args.output, text=recipe.png_text(recipe.recipe(event, image, prior, pixel)))
             print(f"{args.output}: {event.image.width}x{event.image.height} in {event.seconds:.1f} s "
                   f"(estimated {event.estimate})")
+            if args.maps:
+                from latentindigo.maps import maps, save_maps
+
+                m = maps(event)
+                written = save_maps(m, event.image, args.maps, args.output.stem)
+                print(f"{args.maps}: {', '.join(p.name for p in written.values())} (consistency with the input "
+                      f"{m.consistency_psnr:.1f} dB)")
         else:
             bar.n = event.step
             bar.set_postfix(phase=event.phase, consistency=f"{event.consistency:.4f}")
@@ -238,7 +259,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("restore", help="restore a low-quality image")
     p.add_argument("input", type=Path)
-    p.add_argument("-o", "--output", type=Path, required=True, help="output PNG")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output PNG (its recipe in a text chunk)")
+    p.add_argument("--recipe-from", type=Path, metavar="RESULT_PNG",
+                   help="rerun the recipe of a PNG this project wrote (method, prior, every setting, seed, size: "
+                        "its options win over the others); warns when the version or a weight file differs")
+    p.add_argument("--maps", type=Path, metavar="DIR",
+                   help="also write the consistency map (where the result disagrees with the input) and the "
+                        "invented-detail map (what diffusion added over the first-stage estimate), with overlays")
     add_restore_options(p)
     p.set_defaults(run=_restore)
 

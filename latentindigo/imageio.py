@@ -8,6 +8,7 @@ that names the file and says what is wrong with it.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import re
@@ -21,7 +22,7 @@ from typing import BinaryIO, Union
 
 import numpy as np
 import torch
-from PIL import Image, ImageCms, ImageOps
+from PIL import Image, ImageCms, ImageOps, PngImagePlugin
 
 from latentindigo import UserError
 
@@ -152,8 +153,15 @@ def _decode(image: Image.Image, name: str, max_pixels: int) -> Image.Image:
 
 @cache
 def srgb_profile() -> bytes:
-    """The ICC profile every output is tagged with."""
-    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    """The ICC profile every output is tagged with: LittleCMS's sRGB, with a fixed creation date (LittleCMS
+    stamps the current time) so that the same pixels always give the same PNG bytes."""
+    profile = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
+    profile[24:36] = struct.pack(">6H", 2000, 1, 1, 0, 0, 0)
+    # the profile ID is the MD5 of the profile with its flags, rendering intent and ID zeroed (ICC.1:2010 7.2.18)
+    unsigned = profile.copy()
+    unsigned[44:48], unsigned[64:68], unsigned[84:100] = bytes(4), bytes(4), bytes(16)
+    profile[84:100] = hashlib.md5(unsigned).digest()
+    return bytes(profile)
 
 
 def _to_srgb(image: Image.Image, icc: bytes, name: str) -> Image.Image:
@@ -213,8 +221,9 @@ def _from_array(array: np.ndarray, name: str, max_pixels: int) -> Image.Image:
     return _to_rgb(Image.fromarray(np.ascontiguousarray(_to_uint8(array))))
 
 
-def save_png(image: Image.Image, path: str | os.PathLike) -> Path:
+def save_png(image: Image.Image, path: str | os.PathLike, text: dict[str, str] | None = None) -> Path:
     """Write `image` as a PNG tagged sRGB at `path` atomically, creating parent folders; return the path.
+    `text`: PNG text chunks (e.g. `recipe.png_text`).
 
     Readers see either the old file or the complete new one, never a partial write.
     """
@@ -224,7 +233,10 @@ def save_png(image: Image.Image, path: str | os.PathLike) -> Path:
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     try:
         with open(tmp, "xb") as f:
-            image.save(f, format="PNG", icc_profile=srgb_profile())
+            info = PngImagePlugin.PngInfo()
+            for key, value in (text or {}).items():
+                info.add_itxt(key, value)  # iTXt: UTF-8, as recipes can hold any prompt
+            image.save(f, format="PNG", icc_profile=srgb_profile(), pnginfo=info)
             f.flush()
             os.fsync(f.fileno())  # the data must be on disk before the rename makes it visible
         os.replace(tmp, path)

@@ -80,6 +80,8 @@ class Prior:
     encode_prompt: object = field(default=None, repr=False)  # prompt -> embedding, when a text encoder exists
     device: torch.device = torch.device("cpu")
     dtype: torch.dtype = torch.float32
+    files: tuple[Path, ...] = ()  # the weight files it was loaded from (none for the random priors): recipes hash them
+    prompt: tuple[str, str] = ("", "")  # the prompt and negative prompt it is conditioned on
 
     @property
     def factor(self) -> int:
@@ -120,6 +122,7 @@ class Prior:
         if self.encode_prompt is None:
             raise UserError(f"the prior {self.name!r} has no text encoder: prompts need a text-conditioned prior")
         self.context, self.negative_context = self.encode_prompt(prompt), self.encode_prompt(negative_prompt)
+        self.prompt = (prompt, negative_prompt)
 
     @torch.no_grad()
     def eps(self, z: torch.Tensor, t: int, guidance_scale: float = 1.0) -> torch.Tensor:
@@ -260,6 +263,13 @@ def _load_folder(folder: Path, device: torch.device, dtype: torch.dtype):
     return vae, unet, scheduler, encode_prompt
 
 
+def weight_files(folder: Path | None) -> tuple[Path, ...]:
+    """The weight files of a diffusers folder's models (UNet, VAE, text encoder), in a fixed order."""
+    if folder is None:
+        return ()
+    return tuple(sorted(f for sub in ("unet", "vae", "vqvae", "text_encoder") for f in (folder / sub).glob("*.safetensors")))
+
+
 def sd21_source() -> tuple[str, str]:
     """(repo id, revision) of the `sd21` spec."""
     return (os.environ.get("LATENTINDIGO_SD21_REPO", SD21_REPO),
@@ -364,9 +374,10 @@ def load_prior(spec: str = "mini", device: str | torch.device | None = None, dty
         for module in (vae, unet, inn):
             module.to(memory_format=torch.channels_last)
     context = None if encode_prompt else _random_context(unet, seed=0)
+    files = weight_files(folder) + ((inn_path,) if trained else ())
     prior = Prior(name=spec, vae=vae, unet=unet, alphas_cumprod=alphas, prediction_type=prediction_type,
                   latent_inn=inn, latent_inn_trained=trained, context=context, negative_context=context,
-                  encode_prompt=encode_prompt, device=device, dtype=dtype, notice=notice)
+                  encode_prompt=encode_prompt, device=device, dtype=dtype, notice=notice, files=files)
     if encode_prompt is not None:
         prior.set_prompt(DEFAULT_PROMPT, DEFAULT_NEGATIVE_PROMPT)
     if context is not None:

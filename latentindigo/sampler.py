@@ -51,14 +51,15 @@ class PixelModels:
     inn: LiftingINN
     estimator: DegradationEstimator
     restorer: Restorer
+    files: tuple[Path, ...] = ()  # their weight files: recipes hash them
 
 
 @cache
 def load_pixel_models(folder: Path = ASSETS / "inn", restorer: Path = RESTORER_WEIGHTS) -> PixelModels:
     """The bundled, trained PixelINN, estimator and restorer (loaded once per process)."""
-    return PixelModels(inn=load_weights(LiftingINN, folder / "pixel_inn.safetensors"),
-                       estimator=load_weights(DegradationEstimator, folder / "estimator.safetensors"),
-                       restorer=load_restorer(restorer))
+    inn, estimator = folder / "pixel_inn.safetensors", folder / "estimator.safetensors"
+    return PixelModels(inn=load_weights(LiftingINN, inn), estimator=load_weights(DegradationEstimator, estimator),
+                       restorer=load_restorer(restorer), files=(inn, estimator, restorer))
 
 
 @dataclass
@@ -98,6 +99,13 @@ class Done:
     seconds: float
     settings: Settings
     latent_inn_trained: bool | None = None  # None for methods without a LatentINN
+    # what `maps` compares the result with: the input y, the pixel-space forward model (the PixelINN, for the
+    # pixel mode the copy refined on this image) with its gamma and levels, and R(y) (None: no first stage ran)
+    measurement: torch.Tensor | None = field(repr=False, default=None)
+    forward_model: LiftingINN | None = field(repr=False, default=None)
+    gamma: torch.Tensor | None = field(repr=False, default=None)
+    levels: int = 0
+    first_stage: torch.Tensor | None = field(repr=False, default=None)
 
 
 def restore(image: Image.Image, settings: Settings, prior: Prior | None = None,
@@ -118,6 +126,7 @@ def restore(image: Image.Image, settings: Settings, prior: Prior | None = None,
     # the scale is the user's (output over input size); the estimator's guess of it is poor on real photos
     estimate = replace(estimate, scale=math.sqrt(height * width / (image.height * image.width)))
     levels = levels_for(size, y.shape[-2:])
+    x_first, forward_model = None, pixel.inn
 
     if settings.method == "bicubic":
         out = resize(y, size, "bicubic").clamp(0, 1)
@@ -130,7 +139,8 @@ def restore(image: Image.Image, settings: Settings, prior: Prior | None = None,
         if settings.method == "restorer":
             out = x_first
         else:
-            out = yield from _diffuse(y, x_first, size, levels, gamma, settings, prior, pixel)
+            out, refined = yield from _diffuse(y, x_first, size, levels, gamma, settings, prior, pixel)
+            forward_model = refined if settings.method == "pixel" else pixel.inn
         if settings.method in ("latent", "pixel"):
             if settings.colour_fix:
                 out = wavelet_colour_fix(out, x_first)
@@ -139,7 +149,8 @@ def restore(image: Image.Image, settings: Settings, prior: Prior | None = None,
     out = out.clamp(0, 1)
     trained = prior.latent_inn_trained if settings.method == "latent" else None
     yield Done(image=to_image(out), tensor=out, estimate=estimate, seconds=time.perf_counter() - t0,
-               settings=settings, latent_inn_trained=trained)
+               settings=settings, latent_inn_trained=trained, measurement=y, forward_model=forward_model,
+               gamma=gamma, levels=levels, first_stage=x_first)
 
 
 def run(image: Image.Image, settings: Settings, prior: Prior | None = None,
@@ -199,7 +210,7 @@ def _rms(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def _diffuse(y, x_first, size, levels, gamma, settings: Settings, prior: Prior, pixel: PixelModels):
     """The diffusion loop shared by latent, pixel, sdedit and dps, started from the first-stage estimate
-    x_first = R(y); returns the decoded (1, 3, H, W) image."""
+    x_first = R(y); returns the decoded (1, 3, H, W) image and the INN refined on it."""
     method = settings.method
     multiple = prior.factor << levels
     work = (math.ceil(size[0] / multiple) * multiple, math.ceil(size[1] / multiple) * multiple)
@@ -268,7 +279,7 @@ def _diffuse(y, x_first, size, levels, gamma, settings: Settings, prior: Prior, 
             yield Step(phase="regularisation", _error=err, space=space, latent=z0, **event)
         if not last:
             z_t = _ddim_step(z_t, z0, a, alphas[int(timesteps[i + 1])].item(), settings.eta, g)
-    return decode(z0)
+    return decode(z0), inn.requires_grad_(False)
 
 
 def match_spread(z: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:

@@ -40,12 +40,16 @@ def test_bad_parameters_get_one_line(tmp_path, args, message):
     assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
 
 
-def test_restore_writes_the_requested_size(tmp_path):
+def test_restore_writes_the_requested_size_and_its_maps(tmp_path):
     Image.new("RGB", (20, 16), "gray").save(tmp_path / "in.png")
     result = cli("restore", tmp_path / "in.png", "-o", tmp_path / "out.png", "--method", "latent", "--prior",
-                 "tiny-random", "--steps", "2", "--size", "61x33", "--quiet")
+                 "tiny-random", "--steps", "2", "--size", "61x33", "--quiet", "--maps", tmp_path / "maps")
     assert result.returncode == 0, result.stderr
     assert Image.open(tmp_path / "out.png").size == (61, 33)
+    assert Image.open(tmp_path / "maps" / "out-consistency.png").size == (20, 16)  # the input's pixels
+    for name in ("consistency-overlay", "invented", "invented-overlay"):
+        assert Image.open(tmp_path / "maps" / f"out-{name}.png").size == (61, 33)
+    assert "consistency with the input" in result.stdout
 
 
 def test_evaluate_prints_a_row_per_method_and_writes_json(tmp_path, photo):
@@ -91,3 +95,36 @@ def test_sampler_options_left_out_are_the_priors_tuned_settings(tmp_path):
     assert (settings().eta, settings().reg_every, settings().steps) == (1.0, 3, 10)
     given = settings("--eta", "0", "--no-refine", "--latent-reg", "projection", "--steps", "4")
     assert (given.eta, given.refine, given.latent_reg, given.reg_every, given.steps) == (0.0, False, "projection", 3, 4)
+
+
+def test_a_result_carries_its_recipe_and_recipe_from_reproduces_its_bytes(tmp_path, photo):
+    import json
+
+    from latentindigo import __version__
+
+    photo.save(tmp_path / "in.png")
+    first, again = tmp_path / "first.png", tmp_path / "again.png"
+    result = cli("restore", tmp_path / "in.png", "-o", first, "--method", "latent", "--prior", "mini", "--steps", "3",
+                 "--scale", "2", "--seed", "7", "--eta", "0.5", "--quiet")
+    assert result.returncode == 0, result.stderr
+    recipe = json.loads(Image.open(first).text["latentindigo"])
+    assert recipe["version"] == __version__ and recipe["method"] == "latent" and recipe["seed"] == 7
+    assert recipe["settings"]["steps"] == 3 and recipe["settings"]["eta"] == 0.5
+    assert recipe["output_size"] == [90, 74] and recipe["input"]["size"] == [45, 37]
+    assert recipe["prior"]["spec"] == "mini"
+    assert {"unet/diffusion_pytorch_model.safetensors", "restorer/restorer.safetensors"} <= (
+        set(recipe["prior"]["weights"]) | set(recipe["pixel_models"]["weights"]))
+    # other options are the recipe's, not the command line's defaults
+    result = cli("restore", tmp_path / "in.png", "-o", again, "--recipe-from", first, "--quiet")
+    assert result.returncode == 0 and "warning" not in result.stderr, result.stderr
+    assert again.read_bytes() == first.read_bytes()
+
+
+def test_recipe_from_a_png_without_one_is_a_one_line_error(tmp_path, photo):
+    photo.save(tmp_path / "plain.png")
+    result = cli("restore", tmp_path / "plain.png", "-o", tmp_path / "out.png", "--recipe-from",
+                 tmp_path / "plain.png")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no LatentINDIGO recipe" in lines[0]
+    assert not (tmp_path / "out.png").exists()
