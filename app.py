@@ -32,7 +32,7 @@ from PIL import Image
 from latentindigo import UserError
 from latentindigo.serving import (Jobs, Models, PreviewPacer, duration, gpu_seconds, method_runs, output_size,
                                   pick_seed, read_photo, run_method, scratch_folder)
-from latentindigo.settings import ASSETS, MAX_SCALE, Settings, local_folder, max_output_pixels
+from latentindigo.settings import ASSETS, DIFFUSION_METHODS, MAX_SCALE, Settings, local_folder, max_output_pixels
 
 try:  # Hugging Face ZeroGPU: a GPU is attached only while a decorated job runs
     import spaces
@@ -46,6 +46,8 @@ EXAMPLES = ASSETS / "examples"
 # the sampler settings the Restore tab's controls set; their defaults are the chosen prior's tuned settings
 TUNED_CONTROLS = ("guidance", "steps", "refine", "refine_lr", "reg_every", "reg_strength", "latent_reg", "start", "eta",
                   "colour_fix")
+# the controls a result PNG's recipe sets
+RECIPE_CONTROLS = ("prior", "mode", "scale", "width", "height", "seed", "prompt") + TUNED_CONTROLS
 LATENT_REGS = [("spread matching (free)", "spread"), ("projection through the VAE", "projection")]
 
 # Priors the dropdown always offers: name -> label. Any other spec comes in through --prior or
@@ -244,7 +246,8 @@ def prompt_box(spec: str | None, **layout):
 
 # ------------------------------------------------------------------------------------------- restore tab
 
-RESTORE_OUTPUTS = ("preview", "plot", "status", "result", "png", "seed", "estimate", "seconds")
+RESTORE_OUTPUTS = ("preview", "plot", "status", "result", "png", "seed", "estimate", "seconds", "maps", "show")
+SHOW_ON_RESULT = [("result", "result"), ("consistency map", "consistency"), ("invented detail", "invented")]
 
 
 def restore_update(**values):
@@ -276,6 +279,8 @@ def restore(image: str | None, prior: str | None = None, mode: str = "latent", g
     estimated degradation, seconds); the last update carries the result. A sampler setting left out (None) is
     the prior's tuned one."""
     from latentindigo.imageio import save_png
+    from latentindigo.maps import maps, save_maps
+    from latentindigo.recipe import png_text, recipe
     from latentindigo.sampler import Done, load_pixel_models
     from latentindigo.sampler import restore as sample
 
@@ -330,18 +335,76 @@ def restore(image: str | None, prior: str | None = None, mode: str = "latent", g
             finally:
                 events.close()  # a stopped or cancelled run must not go on sampling
             JOBS.costs.record(spec, done)
-        png = str(save_png(done.image, folder / f"{Path(image).stem}-{mode}-seed{settings.seed}.png"))
+        stem = f"{Path(image).stem}-{mode}-seed{settings.seed}"
+        png = str(save_png(done.image, folder / f"{stem}.png",
+                           text=png_text(recipe(done, photo, diffusion_prior, load_pixel_models()))))
         before = str(save_png(photo.resize(done.image.size, Image.BICUBIC), folder / "bicubic.png"))
+        m = maps(done)
+        written = save_maps(m, done.image, folder, stem)
+        gallery = [(str(written["consistency-overlay"]), f"consistency map · {m.consistency_psnr:.1f} dB"),
+                   (str(written["invented-overlay"]), "invented detail")]
         note = f" ({diffusion_prior.notice})" if done.latent_inn_trained is False and diffusion_prior.notice else ""
         yield restore_update(
             preview=gr.Image(value=png, label="Result"), plot=consistency_plot(rows, phases),
             status=f"**Done** in {done.seconds:.1f} s: {out_w}x{out_h}, {METHOD_NAMES[mode]}, "
-                   f"prior {diffusion_prior.name}, seed {settings.seed}{note}.",
+                   f"prior {diffusion_prior.name}, seed {settings.seed}, consistency with the photo "
+                   f"{m.consistency_psnr:.1f} dB{note}.",
             result=(before, png), png=png, seed=settings.seed, estimate=str(done.estimate),
-            seconds=round(done.seconds, 2))
+            seconds=round(done.seconds, 2), maps=gallery, show="result")
+
+
+def show_on_result(show: str, result, gallery, png) -> tuple | None:
+    """The result slider's after-image: the result, or one of its maps laid over it (their captions name them)."""
+    if not result or not png:
+        return gr.skip()
+    before = result[0]
+    if show == "result":
+        return before, png
+    caption = "consistency map" if show == "consistency" else "invented detail"
+    found = [item[0] for item in gallery or [] if str(item[1]).startswith(caption)]
+    return (before, found[0]) if found else gr.skip()
+
+
+def controls_from_recipe(path: str | None, choices: list[str]):
+    """The Restore tab's controls set from a result PNG's recipe (RECIPE_CONTROLS), and a status line."""
+    from latentindigo.recipe import read_recipe, settings_of
+
+    if not path:
+        return [gr.skip()] * (len(RECIPE_CONTROLS) + 1)
+    try:
+        saved = read_recipe(path)
+    except UserError as e:
+        raise gr.Error(str(e), print_exception=False) from None
+    settings = settings_of(saved)
+    spec = (saved.get("prior") or {}).get("spec")
+    skipped, guided = [], settings.method in {mode for _, mode in MODES}
+    if not guided:
+        skipped.append(f"method {settings.method} (the Restore tab runs LatentINN or PixelINN)")
+    if spec is not None and spec not in choices:
+        skipped.append(f"prior {spec} (not offered here: start the app with --prior {spec})")
+    width, height = settings.size or (0, 0)
+    values = dict(prior=spec if spec in choices else gr.skip(),
+                  mode=settings.method if guided else gr.skip(),
+                  scale=settings.scale or gr.skip(), width=width, height=height, seed=settings.seed,
+                  prompt=(saved.get("prior") or {}).get("prompt", [""])[0],
+                  **{name: getattr(settings, name) for name in TUNED_CONTROLS})
+    status = (f"Controls set from the recipe of {Path(path).name} (seed {settings.seed}, {settings.steps} steps): "
+              "upload the same photo and press **Restore** to get the same result")
+    if skipped:
+        status += "; not set: " + ", ".join(skipped)
+    return [values[name] for name in RECIPE_CONTROLS] + [status + "."]
 
 
 # ------------------------------------------------------------------------------------------- compare and lab
+
+def recipe_text(done, photo: Image.Image, prior: str | None) -> dict[str, str]:
+    """The recipe chunk of a Compare or Lab result."""
+    from latentindigo.recipe import png_text, recipe
+    from latentindigo.sampler import load_pixel_models
+
+    diffusion_prior = MODELS.loaded(prior) if done.settings.method in DIFFUSION_METHODS else None
+    return png_text(recipe(done, photo, diffusion_prior, load_pixel_models()))
+
 
 def tab_progress(progress, label: str):
     """run_method's progress callback for gradio's progress bar, the method's name before the phase."""
@@ -375,7 +438,7 @@ def compare(image: str | None, methods: list[str] | None = None, prior: str | No
                 yield gr.skip(), gr.skip(), f"Stopped during {name}."
                 return
             JOBS.costs.record(prior or MODELS.default, done)
-            png = save_png(done.image, folder / f"{settings.method}.png")
+            png = save_png(done.image, folder / f"{settings.method}.png", text=recipe_text(done, photo, prior))
             gallery.append((str(png), f"{name} · {done.seconds:.1f} s"))
             rows.append({"method": name, "seconds": round(done.seconds, 2)})
             yield gallery, results_table(rows), f"{name} done in {done.seconds:.1f} s."
@@ -420,7 +483,7 @@ def lab(image: str | None, scale: float = 4.0, blur: float = 1.0, noise: float =
                     return
                 JOBS.costs.record(prior or MODELS.default, done)
                 p, s = psnr(done.tensor, original), ssim(done.tensor, original)
-                png = save_png(done.image, folder / f"{settings.method}.png")
+                png = save_png(done.image, folder / f"{settings.method}.png", text=recipe_text(done, low, prior))
                 gallery.append((str(png), f"{name} · PSNR {p:.2f} dB · SSIM {s:.3f}"))
                 rows.append({"method": name, "seconds": round(done.seconds, 2), "PSNR (dB)": round(p, 2),
                              "SSIM": round(s, 4)})
@@ -500,6 +563,8 @@ def build_demo(specs: list[str], device: str | None = None, threads: int = 0) ->
                         hint = gr.Markdown(size_hint(None, 4, 0, 0), elem_id="size-hint")
                         seed = Number(-1, minimum=-1, maximum=2**31 - 1, precision=0, label="Seed",
                                       info="-1: a random seed (the one used is shown with the result)")
+                        recipe_file = gr.File(label="Recipe: drop a result PNG to set every control as it was",
+                                              file_types=[".png"], type="filepath", height=100, elem_id="recipe")
                         with gr.Accordion("Advanced", open=False):
                             with gr.Row():
                                 refine = gr.Checkbox(tuned.refine, label="Refinement",
@@ -538,6 +603,12 @@ def build_demo(specs: list[str], device: str | None = None, threads: int = 0) ->
                                                y_title="RMS error", elem_id="consistency-plot")
                         result = gr.ImageSlider(label="Before (bicubic) / after", format="png", interactive=False,
                                                 max_height=600, elem_id="result-slider")
+                        show = gr.Radio(SHOW_ON_RESULT, value="result", label="Show on the result", elem_id="show",
+                                        info="consistency map: where the result disagrees with the photo (through "
+                                             "the forward model); invented detail: what diffusion added over the "
+                                             "first-stage restorer's estimate")
+                        maps_gallery = gr.Gallery(label="Maps", format="png", columns=2, height=200,
+                                                  object_fit="contain", elem_id="maps")
                         with gr.Row():
                             png = gr.File(label="Download PNG", interactive=False, elem_id="download")
                             with gr.Column():
@@ -549,7 +620,7 @@ def build_demo(specs: list[str], device: str | None = None, threads: int = 0) ->
                     restore,
                     inputs=[image, prior, mode, guidance, steps, scale, width, height, seed, refine, refine_lr,
                             reg_every, reg_strength, latent_reg, start, eta, colour_fix, prompt],
-                    outputs=[preview, plot, status, result, png, seed_used, estimate, seconds],
+                    outputs=[preview, plot, status, result, png, seed_used, estimate, seconds, maps_gallery, show],
                     api_name="restore", concurrency_limit=1, concurrency_id="device", show_progress="full",
                     show_progress_on=[result], trigger_mode=RUN_TRIGGER)
                 stop_button.click(stopper("restore"), outputs=[status], queue=False, api_visibility="private")
@@ -561,8 +632,16 @@ def build_demo(specs: list[str], device: str | None = None, threads: int = 0) ->
                 controls = dict(guidance=guidance, steps=steps, refine=refine, refine_lr=refine_lr, reg_every=reg_every,
                                 reg_strength=reg_strength, latent_reg=latent_reg, start=start, eta=eta,
                                 colour_fix=colour_fix)
-                prior.change(tuned_controls, prior, [controls[name] for name in TUNED_CONTROLS],
-                             queue=False, show_progress="hidden", api_visibility="private")
+                # (input: the user's pick only; a recipe sets the prior and its own settings together)
+                prior.input(tuned_controls, prior, [controls[name] for name in TUNED_CONTROLS],
+                            queue=False, show_progress="hidden", api_visibility="private")
+                show.change(show_on_result, [show, result, maps_gallery, png], result, queue=False,
+                            show_progress="hidden", api_visibility="private")
+                recipe_controls = dict(controls, prior=prior, mode=mode, scale=scale, width=width, height=height,
+                                       seed=seed, prompt=prompt)
+                recipe_file.upload(functools.partial(controls_from_recipe, choices=[spec for _, spec in choices]),
+                                   recipe_file, [recipe_controls[name] for name in RECIPE_CONTROLS] + [status],
+                                   queue=False, show_progress="hidden", api_visibility="private")
                 demo.load(prompt_box, prior, prompt, queue=False, show_progress="hidden", api_visibility="private")
 
             # ---------------------------------------------------------------- compare

@@ -128,9 +128,20 @@ def test_restore_streams_updates_and_ends_with_a_png_of_the_requested_size(clien
         with Image.open(p["value"]) as im:
             assert im.size == (72, 60)
 
-    _preview, plot, status, slider, png, seed, estimate, seconds = final
+    _preview, plot, status, slider, png, seed, estimate, seconds, maps, show = final
     with Image.open(png) as im:
         assert im.format == "PNG" and im.size == (72, 60)
+        recipe = json.loads(im.text["latentindigo"])  # the result carries its recipe
+    assert recipe["seed"] == seed and recipe["settings"]["steps"] == 4 and recipe["prior"]["spec"] == "tiny-random"
+    assert recipe["output_size"] == [72, 60] and recipe["input"]["size"] == [24, 18]
+    # the maps: the consistency map with its PSNR, also in the status line, and the invented detail
+    captions = [item["caption"] for item in maps]
+    assert captions[0].startswith("consistency map · ") and captions[0].endswith(" dB") and captions[1] == (
+        "invented detail")
+    assert captions[0].split(" · ")[1] in status and show == "result"
+    for item in maps:
+        with Image.open(item["image"]) as im:
+            assert im.size == (72, 60)
     assert png.endswith(".png") and "seed" in Path(png).name
     before, after = slider
     for path in (before, after):

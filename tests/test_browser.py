@@ -113,8 +113,37 @@ def test_restore_shows_a_live_preview_then_the_slider(page, shots):
     assert len({p["src"] for p in previews}) >= 3, previews  # and once more for the result
     assert all(" · " in p["label"] and "/8" in p["label"] for p in steps)
     assert page.locator("#download a").count() >= 1  # the PNG download
+    assert page.locator("#maps img").count() == 2  # the consistency and invented-detail maps
     page.wait_for_timeout(500)  # let the plot finish drawing
     page.screenshot(path=str(shots / "restore.png"), full_page=True)
+
+    # a map laid over the result, and back
+    sources = "() => [...document.querySelectorAll('#result-slider img')].map(i => i.getAttribute('src')).join(' ')"
+    result = page.evaluate(sources)
+    page.locator("#show").get_by_text("consistency map", exact=True).click()
+    page.wait_for_function(f"() => ({sources})() !== {result!r}", timeout=30_000)
+    assert "consistency" in page.evaluate(sources)
+    page.locator("#show").get_by_text("result", exact=True).click()
+    page.wait_for_function(f"() => !({sources})().includes('consistency')", timeout=30_000)
+    assert "seed" in page.evaluate(sources).split(" ")[-1]  # the result PNG again
+
+
+def test_a_result_png_dropped_on_the_recipe_input_sets_the_controls(page, tmp_path):
+    import json
+
+    from latentindigo.imageio import save_png
+    from PIL import Image
+
+    recipe = {"version": "0.1.0", "method": "pixel", "prior": {"spec": "mini", "weights": {}, "prompt": ["", ""]},
+              "settings": {"method": "pixel", "steps": 7, "guidance": 0.8, "seed": 1234, "scale": 2.5, "size": None},
+              "seed": 1234}
+    path = save_png(Image.new("RGB", (40, 30)), tmp_path / "result.png", text={"latentindigo": json.dumps(recipe)})
+    page.set_input_files("#recipe input[type=file]", str(path))
+    status_contains(page, "#status", "Controls set from the recipe of result.png", timeout=30_000)
+    assert page.locator("#steps input[type=number]").input_value() == "7"
+    assert page.get_by_label("PixelINN").is_checked()
+    values = page.evaluate("() => [...document.querySelectorAll('input[type=number]')].map(i => i.value)")
+    assert "1234" in values and "2.5" in values and "0.8" in values
 
 
 def test_advanced_settings_and_prompt(page):
