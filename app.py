@@ -117,13 +117,19 @@ def session(request: gr.Request | None) -> str | None:
     return request.session_hash if request is not None else None
 
 
+# the browser's clock (ms) when a run or a Stop is sent: Stop also ends this session's runs sent before it that
+# still wait in the queue (the server cannot reach those: gradio has not called them yet), and never one sent after
+SENT_AT = "(...inputs) => [...inputs.slice(0, -1), Date.now()]"
+
+
 def stopper(kind: str):
     """The Stop button of one tab. It ends the run through its job only, so that the run ends normally in the
     browser, which then starts a Run clicked meanwhile: gradio's `cancels` (6.31) lost that click, or, when the
-    click went through, cancelled the new run instead. A run still waiting in the queue is not reached."""
+    click went through, cancelled the new run instead."""
 
-    def stop_tab(request: gr.Request):
-        return JOBS.stop(session(request), kind) or gr.skip()
+    def stop_tab(at: float | None, request: gr.Request):
+        return (JOBS.stop(session(request), kind, at)
+                or "Nothing is running; a run of yours still waiting for the device will not start.")
 
     return stop_tab
 
@@ -273,8 +279,8 @@ def restore(image: str | None, prior: str | None = None, mode: str = "latent", g
             steps: int | None = None, scale: float = 4.0, width: int = 0, height: int = 0, seed: int = -1,
             refine: bool | None = None, refine_lr: float | None = None, reg_every: int | None = None,
             reg_strength: float | None = None, latent_reg: str | None = None, start: float | None = None,
-            eta: float | None = None, colour_fix: bool | None = None, prompt: str = "", request: gr.Request = None,
-            progress=gr.Progress()):
+            eta: float | None = None, colour_fix: bool | None = None, prompt: str = "", sent: float | None = None,
+            request: gr.Request = None, progress=gr.Progress()):
     """Restore one photo. Streams (preview, consistency plot, status, (before, after), PNG file, seed used,
     estimated degradation, seconds); the last update carries the result. A sampler setting left out (None) is
     the prior's tuned one."""
@@ -300,7 +306,7 @@ def restore(image: str | None, prior: str | None = None, mode: str = "latent", g
                                 f"seed {settings.seed})",
                          result=None, png=None, seed=settings.seed, estimate="", seconds=None)
     with scratch_folder() as folder:
-        with JOBS.run("restore", session(request)) as job:
+        with JOBS.run("restore", session(request), sent) as job:
             if MODELS.loaded(prior) is None:
                 yield restore_update(status=f"Loading the prior {prior or ''}…")
             diffusion_prior = MODELS.prior(prior)
@@ -417,8 +423,8 @@ def results_table(rows: list[dict], scores: bool = False) -> pd.DataFrame:
 
 @user_errors
 def compare(image: str | None, methods: list[str] | None = None, prior: str | None = None,
-            steps: int | None = None, scale: float = 4.0, seed: int = -1, request: gr.Request = None,
-            progress=gr.Progress()):
+            steps: int | None = None, scale: float = 4.0, seed: int = -1, sent: float | None = None,
+            request: gr.Request = None, progress=gr.Progress()):
     """The same photo and seed through several methods. Streams (gallery, table, status)."""
     from latentindigo.imageio import save_png
 
@@ -429,7 +435,7 @@ def compare(image: str | None, methods: list[str] | None = None, prior: str | No
         settings.check(photo.width, photo.height)
     gallery, rows = [], []
     yield [], results_table([]), f"Waiting for the device… (seed {seed})"
-    with scratch_folder() as folder, JOBS.run("compare", session(request)) as job:
+    with scratch_folder() as folder, JOBS.run("compare", session(request), sent) as job:
         for i, settings in enumerate(runs):
             name = METHOD_NAMES[settings.method]
             yield gr.skip(), gr.skip(), f"Running {name} ({i + 1} of {len(runs)}), seed {seed}…"
@@ -450,7 +456,8 @@ def compare(image: str | None, methods: list[str] | None = None, prior: str | No
 @user_errors
 def lab(image: str | None, scale: float = 4.0, blur: float = 1.0, noise: float = 5.0, jpeg: int = 75,
         degradation_seed: int = 0, methods: list[str] | None = None, prior: str | None = None,
-        steps: int | None = None, seed: int = 0, request: gr.Request = None, progress=gr.Progress()):
+        steps: int | None = None, seed: int = 0, sent: float | None = None, request: gr.Request = None,
+        progress=gr.Progress()):
     """Degrade a clean photo, restore it with several methods at its own size, and score each against it.
     Streams (degraded photo, gallery, table, status)."""
     from latentindigo.degradations import Degradation, degrade, scaled_size
@@ -473,7 +480,7 @@ def lab(image: str | None, scale: float = 4.0, blur: float = 1.0, noise: float =
         low_png = str(save_png(low, folder / "degraded.png"))
         degraded = f"Degraded {clean.width}x{clean.height} to {low.width}x{low.height} ({truth})"
         yield low_png, [], results_table([], scores=True), f"{degraded}; waiting for the device…"
-        with JOBS.run("lab", session(request)) as job:
+        with JOBS.run("lab", session(request), sent) as job:
             for i, settings in enumerate(runs):
                 name = METHOD_NAMES[settings.method]
                 yield gr.skip(), gr.skip(), gr.skip(), f"Running {name} ({i + 1} of {len(runs)}), seed {seed}…"
@@ -591,6 +598,7 @@ def build_demo(specs: list[str], device: str | None = None, threads: int = 0) ->
                                                 elem_id="prompt", info="text-conditioned priors only")
                         with gr.Row():
                             run_button = gr.Button("Restore", variant="primary", elem_id="restore-button")
+                            sent = gr.Number(visible=False)  # set by SENT_AT
                             stop_button = gr.Button("Stop", variant="stop", elem_id="stop-button")
                     with gr.Column(scale=3, min_width=360):
                         status = gr.Markdown("Upload a photo and press **Restore**.", label="Status", elem_id="status",
@@ -619,11 +627,12 @@ def build_demo(specs: list[str], device: str | None = None, threads: int = 0) ->
                 run_button.click(
                     restore,
                     inputs=[image, prior, mode, guidance, steps, scale, width, height, seed, refine, refine_lr,
-                            reg_every, reg_strength, latent_reg, start, eta, colour_fix, prompt],
+                            reg_every, reg_strength, latent_reg, start, eta, colour_fix, prompt, sent],
                     outputs=[preview, plot, status, result, png, seed_used, estimate, seconds, maps_gallery, show],
                     api_name="restore", concurrency_limit=1, concurrency_id="device", show_progress="full",
-                    show_progress_on=[result], trigger_mode=RUN_TRIGGER)
-                stop_button.click(stopper("restore"), outputs=[status], queue=False, api_visibility="private")
+                    show_progress_on=[result], trigger_mode=RUN_TRIGGER, js=SENT_AT)
+                stop_button.click(stopper("restore"), sent, outputs=[status], queue=False, api_visibility="private",
+                                  js=SENT_AT)
                 for control in (image, scale, width, height, prior, mode, steps):
                     control.change(size_hint, [image, scale, width, height, prior, mode, steps], hint, queue=False,
                                    show_progress="hidden", api_visibility="private")
@@ -660,6 +669,7 @@ def build_demo(specs: list[str], device: str | None = None, threads: int = 0) ->
                                         info="one seed for every method; -1: random")
                         with gr.Row():
                             c_run = gr.Button("Compare", variant="primary", elem_id="compare-button")
+                            c_sent = gr.Number(visible=False)
                             c_stop = gr.Button("Stop", variant="stop")
                     with gr.Column(scale=3, min_width=360):
                         c_status = gr.Markdown("Same photo, same seed, several methods.", label="Status",
@@ -668,10 +678,11 @@ def build_demo(specs: list[str], device: str | None = None, threads: int = 0) ->
                                                object_fit="contain", elem_id="compare-gallery")
                         c_table = gr.Dataframe(results_table([]), label="Times", interactive=False)
                 c_run.click(
-                    compare, inputs=[c_image, c_methods, c_prior, c_steps, c_scale, c_seed],
+                    compare, inputs=[c_image, c_methods, c_prior, c_steps, c_scale, c_seed, c_sent],
                     outputs=[c_gallery, c_table, c_status], api_name="compare", concurrency_limit=1,
-                    concurrency_id="device", show_progress_on=[c_gallery], trigger_mode=RUN_TRIGGER)
-                c_stop.click(stopper("compare"), outputs=[c_status], queue=False, api_visibility="private")
+                    concurrency_id="device", show_progress_on=[c_gallery], trigger_mode=RUN_TRIGGER, js=SENT_AT)
+                c_stop.click(stopper("compare"), c_sent, outputs=[c_status], queue=False, api_visibility="private",
+                             js=SENT_AT)
 
             # ---------------------------------------------------------------- degradation lab
             with gr.Tab("Degradation lab", id="lab"):
@@ -696,6 +707,7 @@ def build_demo(specs: list[str], device: str | None = None, threads: int = 0) ->
                                         info="-1: random")
                         with gr.Row():
                             l_run = gr.Button("Degrade and restore", variant="primary", elem_id="lab-button")
+                            l_sent = gr.Number(visible=False)
                             l_stop = gr.Button("Stop", variant="stop")
                     with gr.Column(scale=3, min_width=360):
                         l_status = gr.Markdown("Degrade a clean photo, restore it at its own size, and score each "
@@ -709,10 +721,11 @@ def build_demo(specs: list[str], device: str | None = None, threads: int = 0) ->
                                                interactive=False)
                 l_run.click(
                     lab, inputs=[l_image, l_scale, l_blur, l_noise, l_jpeg, l_dseed, l_methods, l_prior, l_steps,
-                                 l_seed],
+                                 l_seed, l_sent],
                     outputs=[l_low, l_gallery, l_table, l_status], api_name="lab", concurrency_limit=1,
-                    concurrency_id="device", show_progress_on=[l_gallery], trigger_mode=RUN_TRIGGER)
-                l_stop.click(stopper("lab"), outputs=[l_status], queue=False, api_visibility="private")
+                    concurrency_id="device", show_progress_on=[l_gallery], trigger_mode=RUN_TRIGGER, js=SENT_AT)
+                l_stop.click(stopper("lab"), l_sent, outputs=[l_status], queue=False, api_visibility="private",
+                             js=SENT_AT)
 
         gr.api(stop, api_name="stop", queue=False)
     return demo

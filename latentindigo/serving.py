@@ -121,15 +121,22 @@ class Jobs:
         self.lock = threading.Lock()
         self.wait = wait
         self.running: dict[str, Job] = {}  # session -> its running job
+        # (session, kind or None for every kind) -> the browser's clock (ms) at its last Stop
+        self.stopped_at: dict[tuple[str, str | None], float] = {}
         self.costs = RunCosts()
 
     @contextmanager
-    def run(self, kind: str, session: str | None) -> Iterator[Job]:
+    def run(self, kind: str, session: str | None, submitted: float | None = None) -> Iterator[Job]:
         """Hold the device for one job. The web queue already runs one job at a time; the lock also covers a
-        cancelled run whose last step is still finishing."""
+        cancelled run whose last step is still finishing. `submitted`: the browser's clock (ms) when the run was
+        sent; a run sent before its session's Stop (it was waiting in the queue) is stopped at its first step."""
         if not self.lock.acquire(timeout=self.wait):
             raise UserError("the device is busy with another job, try again in a minute")
         job = Job(kind)
+        if session and submitted is not None:
+            stop = max(self.stopped_at.get((session, kind), -math.inf), self.stopped_at.get((session, None), -math.inf))
+            if submitted < stop:
+                job.stop.set()
         if session:
             self.running[session] = job
         try:
@@ -139,8 +146,11 @@ class Jobs:
                 del self.running[session]
             self.lock.release()
 
-    def stop(self, session: str | None, kind: str | None = None) -> str | None:
-        """Ask this session's running job (of this kind) to stop at its next step; a status line, or None."""
+    def stop(self, session: str | None, kind: str | None = None, at: float | None = None) -> str | None:
+        """Ask this session's running job (of this kind) to stop at its next step, and with `at` (the browser's
+        clock, ms) its runs sent before `at` that still wait in the queue; a status line, or None."""
+        if session and at is not None:
+            self.stopped_at[session, kind] = max(at, self.stopped_at.get((session, kind), -math.inf))
         job = self.running.get(session) if session else None
         if job is None or (kind and job.kind != kind):
             return None

@@ -189,3 +189,35 @@ def test_compare_and_lab_tabs(page, shots):
     assert page.locator("#lab-gallery img").count() == 3
     page.wait_for_timeout(500)
     page.screenshot(path=str(shots / "lab.png"), full_page=True)
+
+
+def test_stop_ends_the_callers_own_run_waiting_in_the_queue_and_no_one_elses(browser, server):
+    """Alice's run holds the device; Bob's waits in the queue. Bob's Stop ends his waiting run before its first
+    step and leaves Alice's alone; the Restore Bob clicks after his Stop runs."""
+    alice, bob = (browser.new_page(viewport={"width": 1400, "height": 1000}) for _ in range(2))
+    try:
+        for page in (alice, bob):
+            page.goto(server)
+            page.wait_for_selector("#restore-button", timeout=60_000)
+            upload(page, "#input-image", EXAMPLES / "rocket.png")
+        set_number(alice, "#steps", 200)
+        alice.click("#restore-button")
+        status_contains(alice, "#status", "Step ")
+        set_number(bob, "#steps", 2)
+        bob.evaluate(WATCH_STATUS)
+        bob.click("#restore-button")  # waits in the queue behind Alice's run
+        bob.wait_for_timeout(1500)
+        bob.click("#stop-button")
+        status_contains(bob, "#status", "will not start", timeout=30_000)
+        bob.wait_for_timeout(500)
+        bob.click("#restore-button")  # after the Stop: must run
+        alice.wait_for_timeout(1500)
+        assert "Stopped" not in alice.locator("#status").text_content()  # Alice's run goes on
+        alice.click("#stop-button")
+        status_contains(alice, "#status", "Stopped at step")
+        status_contains(bob, "#status", "Done", timeout=120_000)
+        statuses = bob.evaluate("window.statuses")
+        assert any("Stopped before the first step" in s for s in statuses), statuses
+    finally:
+        alice.close()
+        bob.close()

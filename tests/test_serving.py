@@ -93,3 +93,21 @@ def test_preview_pacer_always_shows_a_few_evenly_spaced_steps():
     pacer = PreviewPacer(total=20, interval=1e9)
     pacer.last_time = float("inf")  # as if a preview had just been shown: only milestones are due
     assert [s for s in range(1, 21) if pacer.due(s)] == [5, 10, 15]
+
+
+def test_stop_also_ends_the_sessions_runs_sent_before_it_and_only_those():
+    jobs = Jobs()
+    assert jobs.stop("bob", "restore", at=1000.0) is None  # nothing of Bob's runs yet: noted for his queue
+    with jobs.run("restore", "bob", submitted=999.0) as job:  # sent before his Stop, waited in the queue
+        assert job.stop.is_set()
+    with jobs.run("restore", "bob", submitted=1001.0) as job:  # clicked after the Stop
+        assert not job.stop.is_set()
+    with jobs.run("compare", "bob", submitted=999.0) as job:  # another tab's run
+        assert not job.stop.is_set()
+    with jobs.run("restore", "alice", submitted=999.0) as job:  # another user's
+        assert not job.stop.is_set()
+    with jobs.run("restore", "bob") as job:  # API clients send no time: only Stop while running reaches them
+        assert not job.stop.is_set()
+    jobs.stop("bob", at=2000.0)  # /stop: every tab
+    with jobs.run("compare", "bob", submitted=1500.0) as job:
+        assert job.stop.is_set()
