@@ -88,6 +88,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "0: torch's default)")
     p.add_argument("--max-queue", type=int, default=env("LATENTINDIGO_MAX_QUEUE", "16"),
                    help="jobs that may wait for the device; more are turned away (env LATENTINDIGO_MAX_QUEUE; 16)")
+    p.add_argument("--calibrate", action=argparse.BooleanOptionalAction,
+                   default={"1": True, "0": False}.get(env("LATENTINDIGO_CALIBRATE", "")),
+                   help="calibrate the default prior's LatentINN at start-up if its VAE has none (cached; minutes on "
+                        "a GPU); --no-calibrate: never (default: on first use when a GPU is present; env "
+                        "LATENTINDIGO_CALIBRATE=1/0)")
     p.add_argument("--max-output-pixels", type=int, default=env("LATENTINDIGO_MAX_OUTPUT_PIXELS"),
                    help="largest output a job may ask for (env LATENTINDIGO_MAX_OUTPUT_PIXELS; 4096x4096)")
     args = p.parse_args(argv)
@@ -308,7 +313,8 @@ def restore(image: str | None, prior: str | None = None, mode: str = "latent", g
     with scratch_folder() as folder:
         with JOBS.run("restore", session(request), sent) as job:
             if MODELS.loaded(prior) is None:
-                yield restore_update(status=f"Loading the prior {prior or ''}…")
+                for line in MODELS.loading(prior):
+                    yield restore_update(status=line)
             diffusion_prior = MODELS.prior(prior)
             use_prompt(diffusion_prior, prompt)
             rows, pacer, last_update, done = [], None, 0.0, None
@@ -529,10 +535,12 @@ CSS = """
 """
 
 
-def build_demo(specs: list[str], device: str | None = None, threads: int = 0) -> gr.Blocks:
+def build_demo(specs: list[str], device: str | None = None, threads: int = 0,
+               calibrate: bool | None = None) -> gr.Blocks:
     global MODELS
     choices = offered_priors(specs)
-    MODELS = Models([spec for _, spec in choices], device, threads, default=specs[0] if specs else None)
+    MODELS = Models([spec for _, spec in choices], device, threads, default=specs[0] if specs else None,
+                    calibrate=calibrate)
     examples = sorted(EXAMPLES.glob("*.png"))
     clean_examples = sorted((EXAMPLES / "clean").glob("*.png"))
 
@@ -735,7 +743,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.threads > 0:  # torch is imported later and reads these; warm_up also sets them
         os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)
-    demo = build_demo(args.prior, args.device, args.threads)
+    demo = build_demo(args.prior, args.device, args.threads, args.calibrate)
     demo.queue(max_size=args.max_queue, default_concurrency_limit=1)
     demo.launch(server_name=args.host, server_port=args.port, ssr_mode=False, max_file_size=MAX_UPLOAD,
                 allowed_paths=[str(EXAMPLES)], prevent_thread_lock=True, footer_links=["api", "gradio"], css=CSS)

@@ -110,7 +110,8 @@ def load_prior_for(args: argparse.Namespace):
     if getattr(args, "sd21_revision", None):
         os.environ["LATENTINDIGO_SD21_REVISION"] = args.sd21_revision
     prior = load_prior(args.prior, device=args.device, offload=getattr(args, "offload", False),
-                       compile=getattr(args, "compile", False))
+                       compile=getattr(args, "compile", False), calibrate=getattr(args, "calibrate", None),
+                       progress=calibration_bar())
     if getattr(args, "prompt", None) is not None or getattr(args, "negative_prompt", None) is not None:
         from latentindigo.priors import DEFAULT_NEGATIVE_PROMPT, DEFAULT_PROMPT
 
@@ -119,6 +120,22 @@ def load_prior_for(args: argparse.Namespace):
     if prior.notice:
         print(f"note: {prior.notice}", file=sys.stderr)
     return prior
+
+
+def calibration_bar():
+    """A progress bar for a calibration that loading a prior starts (shown only if one starts)."""
+    from tqdm import tqdm
+
+    bar = None
+
+    def progress(step: int, total: int) -> None:
+        nonlocal bar
+        bar = bar or tqdm(total=total, desc="calibrating the LatentINN (first use of this VAE)", file=sys.stderr)
+        bar.update(step - bar.n)
+        if step == total:
+            bar.close()
+
+    return progress
 
 
 def add_restore_options(p: argparse.ArgumentParser) -> None:
@@ -221,22 +238,10 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _calibrate(args: argparse.Namespace) -> None:
-    import shutil
+    from latentindigo.train import calibrate_latent_inn
 
-    from latentindigo.priors import latent_inn_cache_path
-    from latentindigo.settings import ASSETS
-    from latentindigo.sampler import load_pixel_models
-    from latentindigo.train import train_latent_inn
-
-    prior = load_prior_for(args)
-    target = latent_inn_cache_path(prior.vae)
-    run_folder = target.with_suffix(".run")  # checkpoints: an interrupted calibration resumes
-    info = train_latent_inn(prior, args.data or ASSETS / "calibration", run_folder, load_pixel_models().estimator,
-                            steps=args.steps, batch=args.batch, crop=args.crop, every=max(1, args.steps // 4))
-    shutil.move(run_folder / "latent_inn.safetensors", target)
-    shutil.rmtree(run_folder)
-    final = info["final"]
-    print(f"{target}: LatentINN error {final['error']:.4f} (Haar initialisation {final['haar_error']:.4f})")
+    args.calibrate = False  # (this command is the calibration: not a second one while loading)
+    calibrate_latent_inn(load_prior_for(args), args.data, steps=args.steps, batch=args.batch, crop=args.crop)
 
 
 def build_parser() -> argparse.ArgumentParser:

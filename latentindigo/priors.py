@@ -81,6 +81,8 @@ class Prior:
     device: torch.device = torch.device("cpu")
     dtype: torch.dtype = torch.float32
     files: tuple[Path, ...] = ()  # the weight files it was loaded from (none for the random priors): recipes hash them
+    folder: Path | None = None  # the diffusers folder it was loaded from (None: built in-process)
+    scheduler_config: dict = field(default_factory=dict)
     prompt: tuple[str, str] = ("", "")  # the prompt and negative prompt it is conditioned on
 
     @property
@@ -263,6 +265,12 @@ def _load_folder(folder: Path, device: torch.device, dtype: torch.dtype):
     return vae, unet, scheduler, encode_prompt
 
 
+def load_weights_of(path: Path) -> LiftingINN:
+    from latentindigo.weights import load_weights
+
+    return load_weights(LiftingINN, path)
+
+
 def weight_files(folder: Path | None) -> tuple[Path, ...]:
     """The weight files of a diffusers folder's models (UNet, VAE, text encoder), in a fixed order."""
     if folder is None:
@@ -319,12 +327,16 @@ def _check_hub_reachable(timeout: float = 3.0) -> None:
 
 
 def load_prior(spec: str = "mini", device: str | torch.device | None = None, dtype: torch.dtype | None = None,
-               latent_inn: str | Path | None = None, offload: bool = False, compile: bool = False) -> Prior:
+               latent_inn: str | Path | None = None, offload: bool = False, compile: bool = False,
+               calibrate: bool | None = None, progress=None) -> Prior:
     """Load a prior by spec (see the module docstring).
 
     Defaults: CUDA when available, in fp16 there (float32 on the CPU). `offload` keeps each model on the
     CPU until it runs (accelerate's model offload: less GPU memory, slower); `compile` wraps the UNet in
-    `torch.compile` (slow first step, faster after)."""
+    `torch.compile` (slow first step, faster after). A VAE without a calibrated LatentINN is calibrated once
+    and cached (`train.calibrate_latent_inn`) when `calibrate` is true, by default when the device is a GPU
+    (minutes there; far longer on a CPU, where it falls back to the Haar-initialised INN with a notice);
+    `progress(step, total)` follows it."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
     encode_prompt = None
@@ -359,14 +371,19 @@ def load_prior(spec: str = "mini", device: str | torch.device | None = None, dty
         inn_path = latent_inn_cache_path(vae)
     notice = ""
     if inn_path.exists():
-        from latentindigo.weights import load_weights
-
-        inn, trained = load_weights(LiftingINN, inn_path), True
+        inn, trained = load_weights_of(inn_path), True
     else:
         inn, trained = LiftingINN(channels=vae.config.latent_channels).eval(), False
         notice = (f"no LatentINN is calibrated for the VAE of {spec!r}: using the Haar-initialised one "
                   f"(run: python -m latentindigo calibrate --prior {spec})")
 
+    if not trained and (device.type == "cuda" if calibrate is None else calibrate):
+        from latentindigo.train import calibrate_latent_inn
+
+        probe = Prior(name=spec, vae=vae, unet=unet, alphas_cumprod=alphas, prediction_type=prediction_type,
+                      latent_inn=inn, latent_inn_trained=False, device=device, dtype=dtype)
+        inn_path = calibrate_latent_inn(probe, progress=progress)
+        inn, trained, notice = load_weights_of(inn_path), True, ""
     inn.to(device)
     if device.type == "cpu":
         # oneDNN's convolutions are faster on channels-last tensors, with the same results (benchmarks/bench_mini.py,
@@ -377,7 +394,8 @@ def load_prior(spec: str = "mini", device: str | torch.device | None = None, dty
     files = weight_files(folder) + ((inn_path,) if trained else ())
     prior = Prior(name=spec, vae=vae, unet=unet, alphas_cumprod=alphas, prediction_type=prediction_type,
                   latent_inn=inn, latent_inn_trained=trained, context=context, negative_context=context,
-                  encode_prompt=encode_prompt, device=device, dtype=dtype, notice=notice, files=files)
+                  encode_prompt=encode_prompt, device=device, dtype=dtype, notice=notice, files=files, folder=folder,
+                  scheduler_config=scheduler)
     if encode_prompt is not None:
         prior.set_prompt(DEFAULT_PROMPT, DEFAULT_NEGATIVE_PROMPT)
     if context is not None:

@@ -34,15 +34,18 @@ LOCK_WAIT = 600  # seconds a job waits for the device before giving up (the queu
 
 
 class Models:
-    """Priors loaded on first use and kept, one per spec."""
+    """Priors loaded on first use and kept, one per spec. `calibrate`: whether a VAE without a calibrated
+    LatentINN is calibrated when its prior loads (None: on a GPU)."""
 
-    def __init__(self, specs: list[str], device: str | None = None, threads: int = 0, default: str | None = None):
-        self.specs, self._device, self.threads = specs, device, threads
+    def __init__(self, specs: list[str], device: str | None = None, threads: int = 0, default: str | None = None,
+                 calibrate: bool | None = None):
+        self.specs, self._device, self.threads, self.calibrate = specs, device, threads, calibrate
         # Stable Diffusion is never the implicit default (it needs a GPU and a download): name it first in
         # --prior / LATENTINDIGO_PRIORS to make it the default, e.g. on a GPU Space
         self.default = default if default is not None else next((s for s in specs if s != "sd21"), None)
         self._loading = threading.Lock()
         self._priors: dict[str, Prior] = {}
+        self.calibrating: dict[str, tuple[int, int]] = {}  # spec -> (step, total) of the calibration its load runs
 
     def settings(self, spec: str | None, **given) -> Settings:
         """Settings for a job on prior `spec` (None: the default): `given`, else the prior's tuned settings."""
@@ -57,6 +60,8 @@ class Models:
         return self._device
 
     def prior(self, spec: str | None = None) -> Prior:
+        """The prior `spec` (None: the default), loaded on first use (`calibrating` follows a calibration that
+        its loading starts)."""
         from latentindigo.priors import load_prior
 
         spec = spec or self.default
@@ -66,11 +71,39 @@ class Models:
             raise UserError(f"unknown prior {spec!r}: start the app with --prior {spec}")
         with self._loading:
             if spec not in self._priors:
-                self._priors[spec] = load_prior(spec, device=self.device)
+                progress = lambda step, total: self.calibrating.__setitem__(spec, (step, total))  # noqa: E731
+                self._priors[spec] = load_prior(spec, device=self.device, calibrate=self.calibrate,
+                                                progress=progress)
             return self._priors[spec]
 
     def loaded(self, spec: str | None) -> Prior | None:
         return self._priors.get(spec or self.default)
+
+    def loading(self, spec: str | None) -> Iterator[str]:
+        """Load the prior `spec` in a thread, yielding a status line every half second (the calibration's
+        progress when it runs); the prior is then `loaded(spec)`. Errors are raised here."""
+        done, failed, spec = threading.Event(), [], spec or self.default
+
+        def load() -> None:
+            try:
+                self.prior(spec)
+            except BaseException as e:  # raised in the caller's thread below
+                failed.append(e)
+            finally:
+                done.set()
+
+        threading.Thread(target=load, daemon=True, name="load-prior").start()
+        started = time.perf_counter()
+        while not done.wait(0.5):
+            seconds = f"{time.perf_counter() - started:.0f} s"
+            if spec in self.calibrating:
+                step, total = self.calibrating[spec]
+                yield (f"Calibrating the LatentINN for this prior's VAE (first use, cached after): step {step} of "
+                       f"{total}, {seconds}…")
+            else:
+                yield f"Loading the prior {spec} ({seconds})…"
+        if failed:
+            raise failed[0]
 
     def warm_up(self, jobs: Jobs | None = None) -> None:
         """Load the pixel models and the default prior in the background, so the first job starts at once;

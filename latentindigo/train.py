@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,8 +26,9 @@ from latentindigo.degradations import Degradation, Summary, degrade, random_degr
 from latentindigo.estimator import DegradationEstimator, encode_targets
 from latentindigo.inn import LiftingINN, coarse_size, levels_for_scale
 from latentindigo.metrics import detail, image_gradients, psnr, ssim
-from latentindigo.priors import alphas_from_scheduler_config
+from latentindigo.priors import alphas_from_scheduler_config, latent_inn_cache_path
 from latentindigo.restorer import Restorer
+from latentindigo.settings import ASSETS
 from latentindigo.weights import save_weights
 
 
@@ -112,9 +114,9 @@ def gradient_l1(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def _run_loop(out: Path, modules: dict[str, torch.nn.Module], optimizer: torch.optim.Optimizer, steps: int,
-              loss_fn, settings: dict, validate, every: int) -> dict:
-    """The loop every trainer shares: resume, cosine learning-rate decay, progress bar, validation and
-    checkpoints. `settings["lr"]` is the peak learning rate."""
+              loss_fn, settings: dict, validate, every: int, progress=None) -> dict:
+    """The loop every trainer shares: resume, cosine learning-rate decay, progress bar (and `progress(step,
+    steps)` after each step), validation and checkpoints. `settings["lr"]` is the peak learning rate."""
     checkpoint = Checkpoint(out)
     info = checkpoint.load(modules, optimizer) or {"step": 0, "history": [], "settings": settings}
     start = info["step"]
@@ -134,6 +136,8 @@ def _run_loop(out: Path, modules: dict[str, torch.nn.Module], optimizer: torch.o
         optimizer.step()
         running.append(parts)
         bar.set_postfix({k: f"{v:.4g}" for k, v in parts.items()})
+        if progress is not None:
+            progress(step + 1, steps)
         if (step + 1) % every == 0 or step + 1 == steps:
             for m in modules.values():
                 m.eval()
@@ -561,7 +565,7 @@ def train_unet(data: Path, vae_folder: Path, out: Path, steps: int = 8000, batch
 
 def train_latent_inn(prior, data: Path, out: Path, estimator: DegradationEstimator, steps: int = 1500,
                      batch: int = 8, crop: int = 128, lr: float = 5e-4, detail_weight: float = 0.01, seed: int = 0,
-                     every: int = 250) -> dict:
+                     every: int = 250, progress=None) -> dict:
     """Fit the LatentINN to one VAE: || g_c(E(x), F(y)) - E(y_J) ||_1 with F frozen (shared with the PixelINN).
 
     `data` is a folder of photos (the training split, or the compact calibration set in assets/)."""
@@ -587,10 +591,27 @@ def train_latent_inn(prior, data: Path, out: Path, estimator: DegradationEstimat
 
     settings = dict(batch=batch, crop=crop, lr=lr, detail_weight=detail_weight, seed=seed, inn=inn.config,
                     prior=prior.name)
-    info = _run_loop(out, {"inn": inn}, optimizer, steps, loss_fn, settings, validate, every)
+    info = _run_loop(out, {"inn": inn}, optimizer, steps, loss_fn, settings, validate, every, progress)
     info["final"] = latent_fit(inn.eval(), val_batches)
     save_weights(inn, out / "latent_inn.safetensors", steps=info["step"], validation=info["final"])
     return info
+
+
+def calibrate_latent_inn(prior, data: Path | None = None, steps: int = 600, batch: int = 8, crop: int = 128,
+                         progress=None) -> Path:
+    """Train the LatentINN of a prior's VAE on the compact calibration set and cache it where `load_prior`
+    looks (`latent_inn_cache_path`); an interrupted calibration resumes. Returns the cached file."""
+    from latentindigo.sampler import load_pixel_models
+
+    target = latent_inn_cache_path(prior.vae)
+    run_folder = target.with_suffix(".run")  # checkpoints
+    info = train_latent_inn(prior, data or ASSETS / "calibration", run_folder, load_pixel_models().estimator,
+                            steps=steps, batch=batch, crop=crop, every=max(1, steps // 4), progress=progress)
+    shutil.move(run_folder / "latent_inn.safetensors", target)
+    shutil.rmtree(run_folder)
+    final = info["final"]
+    print(f"{target}: LatentINN error {final['error']:.4f} (Haar initialisation {final['haar_error']:.4f})")
+    return target
 
 
 def latent_pairs(prior, crops: PhotoCrops, estimator: DegradationEstimator, rng: np.random.Generator, batch: int,

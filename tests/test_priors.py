@@ -41,3 +41,28 @@ def test_bad_prior_specs_are_one_line_errors(spec, message):
     with pytest.raises(UserError, match=message) as info:
         load_prior(spec)
     assert "\n" not in str(info.value)
+
+
+def test_a_prior_without_a_latent_inn_is_calibrated_on_first_use_and_cached(tmp_path):
+    """What a GPU server does on a VAE's first use (forced here with calibrate=True; short, on the CPU)."""
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    script = """
+import json
+from latentindigo import train
+from latentindigo.priors import load_prior
+calls, seen = [], []
+original = train.calibrate_latent_inn
+def short(prior, progress=None):
+    calls.append(prior.name)
+    return original(prior, steps=8, batch=2, crop=64, progress=progress)
+train.calibrate_latent_inn = short
+first = load_prior("tiny-random", calibrate=True, progress=lambda step, total: seen.append([step, total]))
+again = load_prior("tiny-random", calibrate=True)
+print(json.dumps([calls, first.latent_inn_trained, first.notice, seen[-1], again.latent_inn_trained]))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    calls, trained, notice, last, trained_again = json.loads(out.stdout.strip().splitlines()[-1])
+    assert calls == ["tiny-random"]  # the second load used the cache
+    assert trained and not notice and last == [8, 8] and trained_again
+    assert list((tmp_path / "hf" / "latentindigo" / "latent_inn").glob("*.safetensors"))

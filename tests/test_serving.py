@@ -111,3 +111,26 @@ def test_stop_also_ends_the_sessions_runs_sent_before_it_and_only_those():
     jobs.stop("bob", at=2000.0)  # /stop: every tab
     with jobs.run("compare", "bob", submitted=1500.0) as job:
         assert job.stop.is_set()
+
+
+def test_loading_a_prior_reports_its_calibration_and_raises_its_errors(monkeypatch):
+    import latentindigo.priors as priors
+    from latentindigo.serving import Models
+
+    def slow_load(spec, device=None, calibrate=None, progress=None):
+        import time
+
+        for step in range(1, 4):
+            progress(step, 3)
+            time.sleep(0.4)
+        if spec == "broken":
+            raise UserError("no such prior")
+        return SimpleNamespace(name=spec)
+
+    monkeypatch.setattr(priors, "load_prior", slow_load)
+    models = Models(["mini", "broken"], device="cpu")
+    lines = list(models.loading("mini"))
+    assert any("Calibrating the LatentINN" in line and "of 3" in line for line in lines), lines
+    assert models.loaded("mini").name == "mini"
+    with pytest.raises(UserError, match="no such prior"):
+        list(models.loading("broken"))
