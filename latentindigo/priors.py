@@ -99,6 +99,11 @@ class Prior:
         return int(self.vae.config.latent_channels)
 
     @property
+    def latent_multiple(self) -> int:
+        """What latent sides must be a multiple of: the UNet halves them once per block but the last."""
+        return 2 ** (len(self.unet.config.block_out_channels) - 1)
+
+    @property
     def tile(self) -> int:
         """The denoiser's native latent size: larger latents are denoised as overlapping tiles."""
         size = self.unet.config.sample_size
@@ -373,7 +378,9 @@ def load_prior(spec: str = "mini", device: str | torch.device | None = None, dty
     if inn_path.exists():
         inn, trained = load_weights_of(inn_path), True
     else:
-        inn, trained = LiftingINN(channels=vae.config.latent_channels).eval(), False
+        with torch.random.fork_rng(devices=[]):  # its hidden layers are random (only the outputs start at zero):
+            torch.manual_seed(0)  # seeded, so that refinement, which trains them, repeats in every process
+            inn, trained = LiftingINN(channels=vae.config.latent_channels).eval(), False
         notice = (f"no LatentINN is calibrated for the VAE of {spec!r}: using the Haar-initialised one "
                   f"(run: python -m latentindigo calibrate --prior {spec})")
 

@@ -212,7 +212,8 @@ def _diffuse(y, x_first, size, levels, gamma, settings: Settings, prior: Prior, 
     """The diffusion loop shared by latent, pixel, sdedit and dps, started from the first-stage estimate
     x_first = R(y); returns the decoded (1, 3, H, W) image and the INN refined on it."""
     method = settings.method
-    multiple = prior.factor << levels
+    # the INN halves the latent `levels` times and the UNet once per block but the last: pad to both
+    multiple = max(prior.factor << levels, prior.factor * prior.latent_multiple)
     work = (math.ceil(size[0] / multiple) * multiple, math.ceil(size[1] / multiple) * multiple)
     x_init = _pad_to(x_first, work)
     z_init = prior.encode(x_init)

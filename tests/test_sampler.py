@@ -22,6 +22,13 @@ def test_every_method_gives_the_requested_size(method, photo, tiny_prior, fresh_
     assert 0 <= done.tensor.min() and done.tensor.max() <= 1
 
 
+@pytest.mark.parametrize("method", ["latent", "pixel"])
+def test_small_outputs_whose_latent_the_unet_cannot_halve_are_padded(method, photo, tiny_prior, fresh_pixel_models):
+    # 64x53 at x1.4: no INN level, a 7-row latent below the UNet's 8x8 tile (it crashed the UNet before)
+    done = run(photo, Settings(method=method, steps=2, size=(64, 53)), tiny_prior, fresh_pixel_models)
+    assert done.image.size == (64, 53)
+
+
 def test_the_estimate_shows_the_scale_the_output_has(photo, fresh_pixel_models):
     done = run(photo, Settings(method="restorer", scale=3), None, fresh_pixel_models)
     assert done.estimate.scale == pytest.approx(3, rel=0.02)
