@@ -32,6 +32,7 @@ this module then runs them on the CPU.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import json
 import os
@@ -306,7 +307,10 @@ def _state(device: str | None):
     from accelerate.utils import parse_flag_from_env
 
     cpu = device == "cpu" or parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available()
+    started = not _distributed()
     state = PartialState(cpu=cpu, timeout=BARRIER_TIMEOUT)
+    if started and _distributed():  # this call started the process group: it ends with the process
+        atexit.register(_end_processes)
     if device is None or device == "cpu":
         chosen = torch.device("cpu") if cpu or state.device.type == "cpu" else state.device
     else:
@@ -315,6 +319,25 @@ def _state(device: str | None):
             raise UserError(f"--device {device} would put all {state.num_processes} processes on one device; "
                             "leave --device out under accelerate launch")
     return state, chosen
+
+
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def _end_processes() -> None:
+    """Destroy the process group that `_state` started; run at exit, while the interpreter is still whole.
+
+    Without it, gloo's worker threads can still be freeing the last collective's work (tensors that hold
+    Python objects) when the interpreter shuts down; such a thread then dies taking the GIL and the process
+    aborts ("terminate called without an active exception", exit code -6), about once in 25 runs where the
+    exit follows the last barrier at once (a resume with nothing to do). destroy_process_group joins those
+    threads. It is local: every collective of a run has completed by then (each rank's last is the final
+    barrier, or none when it fails), so it waits for no other process. Not at the end of `restore_dir`: the
+    group could not be started again for a second call in the same process.
+    """
+    if _distributed():
+        torch.distributed.destroy_process_group()
 
 
 def _gather(counts: tuple[int, int, int]) -> list[tuple[int, int, int]]:

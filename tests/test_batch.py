@@ -42,6 +42,12 @@ def fingerprint(folder: Path) -> dict:
 
 
 def launch(in_dir, out_dir, tmp_path, *args):
+    """restore-dir in two CPU processes under accelerate launch."""
+    return accelerate_launch(tmp_path, "-m", "latentindigo", "restore-dir", str(in_dir), str(out_dir), "--recursive",
+                             "--prior", "tiny-random", "--steps", "2", "--scale", "2", "--quiet", *args)
+
+
+def accelerate_launch(tmp_path, *program):
     """Two CPU processes under accelerate launch (on a CPU-only machine its multi-GPU launcher runs gloo)."""
     config = tmp_path / "accelerate.yaml"
     config.write_text("compute_environment: LOCAL_MACHINE\ndistributed_type: MULTI_GPU\nnum_machines: 1\n"
@@ -49,9 +55,7 @@ def launch(in_dir, out_dir, tmp_path, *args):
                       "main_process_port: 0\n")
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="",
                PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), "-m", "latentindigo",
-           "restore-dir", str(in_dir), str(out_dir), "--recursive", "--prior", "tiny-random", "--steps", "2",
-           "--scale", "2", "--quiet", *args]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), *program]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
 
 
@@ -99,6 +103,34 @@ def test_two_processes_restore_each_image_once_then_resume_skips_all(tmp_path):
     errors = manifest(out, "errors.jsonl")
     assert [(e["input"], e["process"]) for e in errors] == [("d_bad.png", 1)]
     assert "d_bad.png" in errors[0]["error"]
+
+
+def test_a_launched_process_keeps_its_process_group_across_calls_and_ends_it_before_interpreter_shutdown(tmp_path):
+    # Exiting with the gloo group alive let its worker threads touch Python objects during interpreter
+    # shutdown: now and then a process aborted ("terminate called without an active exception").
+    in_dir, out = tmp_path / "in", tmp_path / "out"
+    make_images(in_dir)
+    script = tmp_path / "twice.py"
+    script.write_text(
+        "import atexit, os, sys\n"
+        "import torch\n"
+        "from latentindigo.batch import restore_dir\n"
+        "from latentindigo.settings import Settings\n"
+        "log = open(f'log-{os.environ[\"RANK\"]}.txt', 'w', buffering=1)\n"
+        "def report():  # registered first, so it runs after restore_dir's own exit handler\n"
+        "    tasks = os.listdir('/proc/self/task') if os.path.isdir('/proc/self/task') else []\n"
+        "    names = [open(f'/proc/self/task/{t}/comm').read().strip() for t in tasks]\n"
+        "    print('at exit', torch.distributed.is_initialized(), [n for n in names if 'gloo' in n], file=log)\n"
+        "atexit.register(report)\n"
+        "for _ in range(2):\n"
+        "    s = restore_dir(*sys.argv[1:], Settings(method='bicubic', scale=2), recursive=True, quiet=True)\n"
+        "    print('call', s.restored, s.skipped, torch.distributed.is_initialized(), file=log)\n")
+    result = accelerate_launch(tmp_path, str(script), str(in_dir), str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    for rank in (0, 1):  # the second call used the same group; at exit the group and gloo's threads are gone
+        assert (tmp_path / f"log-{rank}.txt").read_text().splitlines() == [
+            "call 6 0 True", "call 0 6 True", "at exit False []"], rank
+    assert len(manifest(out)) == 6
 
 
 def test_interrupted_save_leaves_no_partial_png_and_the_rerun_completes(tmp_path, monkeypatch):
