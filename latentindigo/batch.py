@@ -373,7 +373,8 @@ def _restore_one(job: Job, settings, get_prior, run_info: dict) -> tuple[dict | 
 
     `run_info`: the manifest fields that are the same for every image of a process (input_dir, prior, process).
     """
-    from latentindigo.sampler import run
+    from latentindigo.recipe import png_text, recipe
+    from latentindigo.sampler import load_pixel_models, run
 
     t0 = time.perf_counter()
     try:
@@ -385,8 +386,9 @@ def _restore_one(job: Job, settings, get_prior, run_info: dict) -> tuple[dict | 
     prior = get_prior()
     t0 += time.perf_counter() - loading  # loading the prior is not part of this image's time
     try:
-        done = run(image, settings, prior)
-        save_png(done.image, job.output)
+        pixel = load_pixel_models()
+        done = run(image, settings, prior, pixel)
+        save_png(done.image, job.output, text=png_text(recipe(done, image, prior, pixel)))
     except Exception as e:  # noqa: BLE001
         return None, _describe(job, e)
     return {

@@ -194,6 +194,8 @@ def test_corrupt_files_are_reported_and_the_rest_succeed(tmp_path, capsys):
     for name in ("a.png", "c.png"):
         with Image.open(out / name) as image:
             assert image.size == (40, 32)
+            recipe = json.loads(image.text["latentindigo"])  # every output carries its recipe
+            assert recipe["method"] == "bicubic" and recipe["output_size"] == [40, 32]
     assert not (out / "b.png").exists() and not (out / "empty.png").exists()
     assert fingerprint(in_dir) == inputs_before
 
