@@ -283,7 +283,7 @@ def one_request(i: int, url: str, tmp: Path, args: argparse.Namespace, barrier: 
                    run=None if first is None else finished - first, updates=len(job.outputs()),
                    outcome=outcome, message=message)
         if final is not None:
-            _preview, _plot, status, _slider, png, seed_used, _estimate, seconds = final
+            _preview, _plot, status, _slider, png, seed_used, _estimate, seconds, _maps, _show = final
             with Image.open(png) as im:
                 size = im.size
             data = Path(png).read_bytes()
