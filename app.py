@@ -30,9 +30,10 @@ import pandas as pd
 from PIL import Image
 
 from latentindigo import UserError
-from latentindigo.serving import (Jobs, Models, PreviewPacer, duration, gpu_seconds, method_runs, output_size,
-                                  pick_seed, read_photo, run_method, scratch_folder)
-from latentindigo.settings import ASSETS, DIFFUSION_METHODS, MAX_SCALE, Settings, local_folder, max_output_pixels
+from latentindigo.serving import (Jobs, Models, PreviewPacer, duration, gpu_seconds, method_runs, pick_seed,
+                                  read_photo, run_method, scratch_folder)
+from latentindigo.settings import (ASSETS, DIFFUSION_METHODS, MAX_SCALE, Settings, local_folder, max_output_pixels,
+                                   output_size)
 
 try:  # Hugging Face ZeroGPU: a GPU is attached only while a decorated job runs
     import spaces
@@ -291,7 +292,6 @@ def restore(image: str | None, prior: str | None = None, mode: str = "latent", g
     the prior's tuned one."""
     from latentindigo.imageio import save_png
     from latentindigo.maps import maps, save_maps
-    from latentindigo.recipe import png_text, recipe
     from latentindigo.sampler import Done, load_pixel_models
     from latentindigo.sampler import restore as sample
 
@@ -348,8 +348,7 @@ def restore(image: str | None, prior: str | None = None, mode: str = "latent", g
                 events.close()  # a stopped or cancelled run must not go on sampling
             JOBS.costs.record(spec, done)
         stem = f"{Path(image).stem}-{mode}-seed{settings.seed}"
-        png = str(save_png(done.image, folder / f"{stem}.png",
-                           text=png_text(recipe(done, photo, diffusion_prior, load_pixel_models()))))
+        png = str(save_png(done.image, folder / f"{stem}.png", text=recipe_text(done, photo, prior)))
         before = str(save_png(photo.resize(done.image.size, Image.BICUBIC), folder / "bicubic.png"))
         m = maps(done)
         written = save_maps(m, done.image, folder, stem)

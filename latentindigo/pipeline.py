@@ -28,7 +28,7 @@ from latentindigo.inn import LiftingINN
 from latentindigo.priors import LATENT_INN_FILE, Prior, load_prior
 from latentindigo.restorer import WEIGHTS as RESTORER_WEIGHTS
 from latentindigo.sampler import Done, PixelModels, load_pixel_models, restore
-from latentindigo.settings import ASSETS, Settings, local_folder, tuned_settings
+from latentindigo.settings import ASSETS, Settings, local_folder, output_size, tuned_settings
 from latentindigo.weights import save_weights
 
 # where a saved pipeline keeps this project's networks (a prior folder may have them too)
@@ -121,14 +121,11 @@ class LatentIndigoPipeline(DiffusionPipeline):
         if output_type not in ("pil", "pt"):
             raise UserError(f"output_type must be 'pil' or 'pt', not {output_type!r}")
         photo = load_image(image)
-        if height and not width:
-            width = max(1, round(height * photo.width / photo.height))
-        if width and not height:
-            height = max(1, round(width * photo.height / photo.width))
+        size = output_size(photo, width, height)
         given = {"guidance": guidance_scale, "steps": num_inference_steps}
         run = Settings(**(self.tuned | {k: v for k, v in given.items() if v is not None} | settings), method=mode,
-                       seed=generator.initial_seed() if generator is not None else 0,
-                       size=(width, height) if width else None, scale=None if width else scale)
+                       seed=generator.initial_seed() if generator is not None else 0, size=size,
+                       scale=None if size else scale)
         done = None
         for event in restore(photo, run, self.prior, self.pixel):
             if isinstance(event, Done):

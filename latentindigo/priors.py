@@ -24,6 +24,7 @@ import torch
 from latentindigo import UserError
 from latentindigo.inn import LiftingINN
 from latentindigo.settings import BUNDLED_PRIOR, local_folder
+from latentindigo.weights import load_weights
 
 LATENT_INN_FILE = "latent_inn.safetensors"
 # Stability AI removed its SD 2.x repositories in 2025; this community mirror holds the same weights
@@ -270,12 +271,6 @@ def _load_folder(folder: Path, device: torch.device, dtype: torch.dtype):
     return vae, unet, scheduler, encode_prompt
 
 
-def load_weights_of(path: Path) -> LiftingINN:
-    from latentindigo.weights import load_weights
-
-    return load_weights(LiftingINN, path)
-
-
 def weight_files(folder: Path | None) -> tuple[Path, ...]:
     """The weight files of a diffusers folder's models (UNet, VAE, text encoder), in a fixed order."""
     if folder is None:
@@ -376,7 +371,7 @@ def load_prior(spec: str = "mini", device: str | torch.device | None = None, dty
         inn_path = latent_inn_cache_path(vae)
     notice = ""
     if inn_path.exists():
-        inn, trained = load_weights_of(inn_path), True
+        inn, trained = load_weights(LiftingINN, inn_path), True
     else:
         with torch.random.fork_rng(devices=[]):  # its hidden layers are random (only the outputs start at zero):
             torch.manual_seed(0)  # seeded, so that refinement, which trains them, repeats in every process
@@ -390,7 +385,7 @@ def load_prior(spec: str = "mini", device: str | torch.device | None = None, dty
         probe = Prior(name=spec, vae=vae, unet=unet, alphas_cumprod=alphas, prediction_type=prediction_type,
                       latent_inn=inn, latent_inn_trained=False, device=device, dtype=dtype)
         inn_path = calibrate_latent_inn(probe, progress=progress)
-        inn, trained, notice = load_weights_of(inn_path), True, ""
+        inn, trained, notice = load_weights(LiftingINN, inn_path), True, ""
     inn.to(device)
     if device.type == "cpu":
         # oneDNN's convolutions are faster on channels-last tensors, with the same results (benchmarks/bench_mini.py,

@@ -286,19 +286,6 @@ def pick_seed(seed: float | None) -> int:
     return random.randrange(2**31) if seed is None or seed < 0 else int(seed)
 
 
-def output_size(photo: Image.Image, width: float | None, height: float | None) -> tuple[int, int] | None:
-    """(width, height) from the width/height controls: both, or one (the other keeps the photo's aspect
-    ratio), or None when both are 0 (then the scale factor decides)."""
-    width, height = int(width or 0), int(height or 0)
-    if width and height:
-        return width, height
-    if width:
-        return width, max(1, round(width * photo.height / photo.width))
-    if height:
-        return max(1, round(height * photo.width / photo.height)), height
-    return None
-
-
 class PreviewPacer:
     """When to decode a preview (a VAE decode each): at most every `interval` seconds and at most about
     `share` of the run's time, but always at a few evenly spaced steps, so a fast run shows progress too."""

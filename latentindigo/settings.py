@@ -127,3 +127,17 @@ def settings_for(spec: str, **given) -> Settings:
     """Settings for a run on prior `spec`: what the caller gives, else the prior's tuned settings, else the
     library defaults."""
     return Settings(**(tuned_settings(spec) | given))
+
+
+def output_size(photo, width: float | None, height: float | None) -> tuple[int, int] | None:
+    """(width, height) of the output from a requested width and height: both, or one (the other keeps the
+    photo's aspect ratio; `photo` has .width and .height), or None when both are 0 or None (then the scale
+    decides)."""
+    width, height = int(width or 0), int(height or 0)
+    if width and height:
+        return width, height
+    if width:
+        return width, max(1, round(width * photo.height / photo.width))
+    if height:
+        return max(1, round(height * photo.width / photo.height)), height
+    return None

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from latentindigo import UserError
-from latentindigo.serving import Jobs, PreviewPacer, RunCosts, duration, output_size
-from latentindigo.settings import Settings
+from latentindigo.serving import Jobs, PreviewPacer, RunCosts, duration
+from latentindigo.settings import Settings, output_size
 
 
 def finished(method: str, steps: int, seconds: float, size: tuple[int, int] = (500, 400)):
