@@ -79,3 +79,27 @@ def test_zero_detail_inverse_upsamples_a_constant_exactly():
     out = inn.inverse(coarse, zero_details(coarse, (19, 27), 2), None, (19, 27))
     assert out.shape[-2:] == (19, 27)
     torch.testing.assert_close(out, torch.full_like(out, 0.3))
+
+
+def test_forward_is_the_lifting_scheme_one_level_at_a_time():
+    # the reference: DESIGN's lifting steps written out, one modulation call per network and level, the Haar
+    # step as the 2x2 sums; the network computes its modulations for all levels at once and the Haar step as a
+    # convolution (fewer kernel launches), which must not change what it computes
+    inn = randomised(LiftingINN(channels=4, levels=2))
+    x, gamma = torch.rand(1, 4, 24, 20), torch.randn(1, inn.gamma_dim)
+    with torch.no_grad():
+        coarse, details = inn(x, gamma)
+        expected, level_input = [], x
+        for level in range(2):
+            a, b = level_input[..., 0::2, 0::2], level_input[..., 0::2, 1::2]
+            c, d = level_input[..., 1::2, 0::2], level_input[..., 1::2, 1::2]
+            mean, detail = (a + b + c + d) / 4, torch.cat([a + b - c - d, a - b + c - d, a - b - c + d], 1) / 4
+            condition = torch.cat([gamma, torch.eye(4)[level : level + 1]], dim=1)
+            for predict, update in zip(inn.predict, inn.update):
+                detail = detail + predict(mean, predict.scales(condition))
+                mean = mean + update(detail, update.scales(condition))
+            expected.append(detail)
+            level_input = mean
+    torch.testing.assert_close(coarse, level_input, rtol=0, atol=1e-6)
+    for ours, theirs in zip(details, expected):
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
