@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU check, one command, under 8 minutes on an H100: Stable-Diffusion-2.1-size components with random
 # weights in fp16 (no download), per-mode time and peak GPU memory at 512x512 (50 steps) and at 2048x2048
-# (tiled), and the time to calibrate a LatentINN for that VAE.
+# (tiled), the INN step's operations and time at 512, and the time to calibrate a LatentINN for that VAE.
 #
 #   benchmarks/gpu_check.sh            # results as JSON in $OUT (default benchmarks/results) and on stdout
 #
@@ -18,6 +18,7 @@ fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, diffusers; print('torch', torch.__version__, 'diffusers', diffusers.__version__)"
 
+python3 benchmarks/bench_inn_step.py --prior sd21-random --device cuda --size 512 --json "$results/gpu_inn_step.json"
 python3 benchmarks/bench_sampler.py --device cuda --size 512 --steps 50 --repeats 2 \
   --methods sdedit latent pixel dps --json "$results/gpu_512.json"
 python3 benchmarks/bench_sampler.py --device cuda --size 2048 --steps 50 \

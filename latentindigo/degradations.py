@@ -72,10 +72,18 @@ def blur(x: torch.Tensor, sigma_x: float, sigma_y: float | None = None, theta: f
     kernel = blur_kernel(sigma_x, sigma_y, theta, kind)
     pad = kernel.shape[-1] // 2
     channels = x.shape[1]
-    # reflect padding needs pad < size; replicate works for tiny images too
-    mode = "reflect" if min(x.shape[-2:]) > pad else "replicate"
     weight = kernel.expand(channels, 1, *kernel.shape).to(x)
-    return F.conv2d(F.pad(x, (pad, pad, pad, pad), mode=mode), weight, groups=channels)
+    return F.conv2d(pad_edges(x, (pad, pad, pad, pad)), weight, groups=channels)
+
+
+def pad_edges(x: torch.Tensor, pads: tuple[int, int, int, int]) -> torch.Tensor:
+    """F.pad by (left, right, top, bottom), mirroring the image (no edge seams); repeating its border where the
+    image is too small to mirror (reflect padding needs every pad below the size)."""
+    if not any(pads):
+        return x
+    left, right, top, bottom = pads
+    mirror = max(left, right) < x.shape[-1] and max(top, bottom) < x.shape[-2]
+    return F.pad(x, pads, mode="reflect" if mirror else "replicate")
 
 
 def resize(x: torch.Tensor, size: tuple[int, int], mode: str = "bicubic") -> torch.Tensor:

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from latentindigo.degradations import resize
+from latentindigo.degradations import pad_edges, resize
 from latentindigo.settings import ASSETS
 from latentindigo.weights import load_weights
 
@@ -64,11 +64,7 @@ class Restorer(nn.Module):
         """upscaled (B, 3, H, W): the input resized (bicubic) to the output size; scale: output / input size
         (a number or one per image). Returns the restored (B, 3, H, W), not clamped."""
         H, W = upscaled.shape[-2:]
-        pad_h, pad_w = -H % 4, -W % 4  # two halvings
-        x = upscaled
-        if pad_h or pad_w:
-            mode = "reflect" if pad_h < H and pad_w < W else "replicate"
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+        x = pad_edges(upscaled, (0, -W % 4, 0, -H % 4))  # two halvings
         scale = torch.as_tensor(scale, dtype=x.dtype, device=x.device).reshape(-1, 1, 1, 1)
         level = (torch.log2(scale.clamp(min=1)) / 3).expand(x.shape[0], 1, *x.shape[-2:])
         h0 = self.encode0(F.relu(self.inp(torch.cat([x * 2 - 1, level], dim=1))))

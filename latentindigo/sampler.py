@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from latentindigo import UserError
-from latentindigo.degradations import resize
+from latentindigo.degradations import pad_edges, resize
 from latentindigo.estimator import DegradationEstimator, Estimate
 from latentindigo.imageio import to_image, to_tensor
 from latentindigo.inn import LiftingINN, coarse_size, levels_for_scale, zero_details
@@ -193,15 +193,8 @@ def low_band(x: torch.Tensor, levels: int) -> torch.Tensor:
     kernel = (kernel[:, None] * kernel[None, :] / 16).expand(x.shape[1], 1, 3, 3)
     for level in range(levels):
         d = 2**level
-        mode = "reflect" if min(x.shape[-2:]) > d else "replicate"
-        x = F.conv2d(F.pad(x, (d, d, d, d), mode=mode), kernel, groups=x.shape[1], dilation=d)
+        x = F.conv2d(pad_edges(x, (d, d, d, d)), kernel, groups=x.shape[1], dilation=d)
     return x
-
-
-def _pad_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    pad_h, pad_w = size[0] - x.shape[-2], size[1] - x.shape[-1]
-    mode = "reflect" if pad_h < x.shape[-2] and pad_w < x.shape[-1] else "replicate"
-    return F.pad(x, (0, pad_w, 0, pad_h), mode=mode) if pad_h or pad_w else x
 
 
 def _rms(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -215,7 +208,7 @@ def _diffuse(y, x_first, size, levels, gamma, settings: Settings, prior: Prior, 
     # the INN halves the latent `levels` times and the UNet once per block but the last: pad to both
     multiple = max(prior.factor << levels, prior.factor * prior.latent_multiple)
     work = (math.ceil(size[0] / multiple) * multiple, math.ceil(size[1] / multiple) * multiple)
-    x_init = _pad_to(x_first, work)
+    x_init = pad_edges(x_first, (0, work[1] - x_first.shape[-1], 0, work[0] - x_first.shape[-2]))
     z_init = prior.encode(x_init)
     # noise-aware guidance: the coarse part swapped in at every step is the INN forward (the simulated
     # degradation) of R(y), in pixels and in latents, not y's, whose noise and JPEG blocks guidance would copy
