@@ -175,6 +175,9 @@ def add_restore_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eta", type=float, help=f"fresh noise per step: 0 deterministic DDIM, 1 DDPM ({d.eta:g})")
     p.add_argument("--colour-fix", action=argparse.BooleanOptionalAction, default=None,
                    help=f"wavelet colour fix towards the first-stage restorer's estimate ({d.colour_fix})")
+    p.add_argument("--colour-fix-levels", type=int, metavar="N",
+                   help="the colour fix keeps the N finest wavelet bands from the diffusion, the rest from the "
+                        f"first stage, 1-6 ({d.colour_fix_levels})")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -225,8 +228,9 @@ def _train(args: argparse.Namespace) -> None:
                                steps=args.steps, batch=args.batch, crop=args.crop, lr=args.lr, seed=args.seed,
                                every=args.every)
     elif args.what == "restorer":
+        config = {"blocks": args.blocks} if args.blocks else None
         train.train_restorer(args.data, args.out, steps=args.steps, batch=args.batch, crop=args.crop, lr=args.lr,
-                             seed=args.seed, every=args.every)
+                             seed=args.seed, every=args.every, config=config, init=args.init, zoom=tuple(args.zoom))
         if args.export:
             args.export.mkdir(parents=True, exist_ok=True)
             shutil.copy(args.out / "restorer.safetensors", args.export / "restorer.safetensors")
@@ -310,6 +314,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--every", type=int, default=200, help="validate and checkpoint every N steps")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--init", type=Path, help="with 'restorer': start from these weights, e.g. the shipped ones")
+    p.add_argument("--blocks", type=int, nargs=3, metavar=("FULL", "HALF", "QUARTER"),
+                   help="with 'restorer': residual blocks per resolution (default 1 1 11); blocks --init lacks start "
+                   "as the identity")
+    p.add_argument("--zoom", type=float, nargs=2, default=(0.25, 1.0), metavar=("MIN", "MAX"),
+                   help="with 'restorer': crops shrink a region of crop / zoom pixels, zoom drawn in [MIN, MAX]")
     p.set_defaults(run=_train)
 
     p = commands.add_parser("calibrate", help="train the LatentINN for a prior's VAE and cache it")

@@ -62,6 +62,9 @@ def _dct8() -> torch.Tensor:
     return m
 
 
+MAX_BLOCKS = 4096
+
+
 def jpeg_quality(y: torch.Tensor) -> float:
     """The libjpeg quality an image was last saved at, or 100 when it shows no JPEG quantisation.
 
@@ -79,6 +82,8 @@ def jpeg_quality(y: torch.Tensor) -> float:
     # clipped pixels (black or white) are off the lattice: leave out their blocks
     clipped = ((rgb[:, :H, :W] == 0) | (rgb[:, :H, :W] == 255)).any(dim=0)
     blocks = blocks[~clipped.reshape(H // 8, 8, W // 8, 8).any(dim=(1, 3)).flatten()]
+    if len(blocks) > MAX_BLOCKS:  # evenly spread blocks tell the lattice as well; all of a large photo take GBs
+        blocks = blocks[torch.linspace(0, len(blocks) - 1, MAX_BLOCKS).long()]
     dct = _dct8()
     coefficients = (dct @ blocks @ dct.T)[:, :4, :4].reshape(len(blocks), 16)[:, 1:]  # (N, 15) AC
     qualities = torch.arange(1, 101)

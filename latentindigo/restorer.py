@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from latentindigo.degradations import pad_edges, resize
+from latentindigo.estimator import jpeg_quality
 from latentindigo.settings import ASSETS
 from latentindigo.weights import load_weights
 
@@ -41,15 +42,41 @@ def _blocks(width: int, count: int) -> nn.Sequential:
     return nn.Sequential(*(ResidualBlock(width) for _ in range(count)))
 
 
-class Restorer(nn.Module):
-    """Blind restorer: bicubic upscale -> three-level U-Net (full, 1/2, 1/4 resolution) -> correction added to
-    the upscale."""
+JPEG_PERIODS = (8, 16)  # JPEG's luma blocks and its 4:2:0 chroma blocks, in input pixels
+GRID_CHANNELS = 4 * len(JPEG_PERIODS) + 1
 
-    def __init__(self, widths: tuple[int, int, int] = (24, 48, 96), blocks: tuple[int, int, int] = (1, 1, 8)):
+
+def jpeg_grid(low: tuple[int, int], size: tuple[int, int], quality: float,
+              window: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+    """(1, GRID_CHANNELS, height, width): where each output pixel falls in the input's JPEG blocks (cos and sin
+    of its phase along rows and columns, for each block period) and how hard the input was compressed ((100 -
+    quality) / 100; 0 without JPEG), for an upscale of `low` to `size`, or for the `window` (top, left, height,
+    width) of it. A blind network must find the blocks' edges from their artefacts; told where they are and
+    how coarse the quantisation was, it can undo them (JPEG cost the evaluation set 1.3 dB of bicubic's PSNR,
+    noise 0.1 dB)."""
+    top, left, height, width = window or (0, 0, *size)
+    channels = []
+    for period in JPEG_PERIODS:
+        for n_low, n_out, start, count, shape in ((low[0], size[0], top, height, (1, 1, height, 1)),
+                                                  (low[1], size[1], left, width, (1, 1, 1, width))):
+            # the input-pixel coordinate of each output pixel's centre (align_corners=False), from a block's edge
+            u = (torch.arange(start, start + count, dtype=torch.float32) + 0.5) * n_low / n_out
+            angle = 2 * math.pi * u / period
+            channels += [torch.cos(angle).reshape(shape).expand(1, 1, height, width),
+                         torch.sin(angle).reshape(shape).expand(1, 1, height, width)]
+    channels.append(torch.full((1, 1, height, width), (100 - quality) / 100))
+    return torch.cat(channels, dim=1)
+
+
+class Restorer(nn.Module):
+    """Restorer: bicubic upscale -> three-level U-Net (full, 1/2, 1/4 resolution) -> correction added to the
+    upscale. Blind to blur and noise; told the scale and the input's JPEG grid and quality (`jpeg_grid`)."""
+
+    def __init__(self, widths: tuple[int, int, int] = (24, 48, 96), blocks: tuple[int, int, int] = (1, 1, 11)):
         super().__init__()
         self.config = dict(widths=list(widths), blocks=list(blocks))
         w0, w1, w2 = widths
-        self.inp = nn.Conv2d(4, w0, 3, padding=1)
+        self.inp = nn.Conv2d(4 + GRID_CHANNELS, w0, 3, padding=1)
         self.encode0, self.down1 = _blocks(w0, blocks[0]), nn.Conv2d(w0, w1, 2, stride=2)
         self.encode1, self.down2 = _blocks(w1, blocks[1]), nn.Conv2d(w1, w2, 2, stride=2)
         self.middle = _blocks(w2, blocks[2])
@@ -60,14 +87,17 @@ class Restorer(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    def forward(self, upscaled: torch.Tensor, scale: float | torch.Tensor) -> torch.Tensor:
+    def forward(self, upscaled: torch.Tensor, scale: float | torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
         """upscaled (B, 3, H, W): the input resized (bicubic) to the output size; scale: output / input size
-        (a number or one per image). Returns the restored (B, 3, H, W), not clamped."""
+        (a number or one per image); grid (1 or B, GRID_CHANNELS, H, W): `jpeg_grid`. Returns the restored
+        (B, 3, H, W), not clamped."""
         H, W = upscaled.shape[-2:]
-        x = pad_edges(upscaled, (0, -W % 4, 0, -H % 4))  # two halvings
+        pads = (0, -W % 4, 0, -H % 4)  # two halvings
+        x = pad_edges(upscaled, pads)
         scale = torch.as_tensor(scale, dtype=x.dtype, device=x.device).reshape(-1, 1, 1, 1)
         level = (torch.log2(scale.clamp(min=1)) / 3).expand(x.shape[0], 1, *x.shape[-2:])
-        h0 = self.encode0(F.relu(self.inp(torch.cat([x * 2 - 1, level], dim=1))))
+        grid = pad_edges(grid.to(x), pads).expand(x.shape[0], -1, -1, -1)
+        h0 = self.encode0(F.relu(self.inp(torch.cat([x * 2 - 1, level, grid], dim=1))))
         h1 = self.encode1(F.relu(self.down1(h0)))
         h2 = self.middle(F.relu(self.down2(h1)))
         d1 = self.decode1(self.up2(h2) + h1)
@@ -78,22 +108,27 @@ class Restorer(nn.Module):
 TILE, OVERLAP = 768, 64  # larger outputs are restored in overlapping tiles: memory grows with the tile only
 
 
-def restore_first_stage(restorer: Restorer, y: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """R(y): the low-quality image y (1, 3, h, w) in [0, 1] restored at `size` (height, width), in [0, 1].
+def restore_first_stage(restorer: Restorer, y: torch.Tensor, size: tuple[int, int],
+                        quality: float | None = None) -> torch.Tensor:
+    """R(y): the low-quality image y (1, 3, h, w) in [0, 1] restored at `size` (height, width), in [0, 1];
+    `quality`: y's JPEG quality (100: none), read off y (`jpeg_quality`) when not given.
 
     Outputs larger than TILE x TILE are restored tile by tile (its full-resolution layers would take gigabytes
     at 4096 x 4096), each tile's weight ramping down over the overlap so that no seam shows."""
     scale = math.sqrt(size[0] * size[1] / (y.shape[-2] * y.shape[-1]))
     upscaled = resize(y, size, "bicubic")
+    low, quality = tuple(y.shape[-2:]), jpeg_quality(y) if quality is None else quality
     with torch.no_grad():
         if size[0] <= TILE and size[1] <= TILE:
-            return restorer(upscaled, scale).clamp(0, 1)
+            return restorer(upscaled, scale, jpeg_grid(low, size, quality).to(y.device)).clamp(0, 1)
         out, weight = torch.zeros_like(upscaled), upscaled.new_zeros(1, 1, *size)
         for top in _tile_starts(size[0]):
             for left in _tile_starts(size[1]):
                 tile = upscaled[..., top : top + TILE, left : left + TILE]
                 ramp = _ramp(tile.shape[-2], tile.device)[:, None] * _ramp(tile.shape[-1], tile.device)[None, :]
-                out[..., top : top + TILE, left : left + TILE] += restorer(tile, scale) * ramp
+                # the grid of this tile only: the whole one would take 9 full-size channels
+                tile_grid = jpeg_grid(low, size, quality, (top, left, *tile.shape[-2:])).to(y.device)
+                out[..., top : top + TILE, left : left + TILE] += restorer(tile, scale, tile_grid) * ramp
                 weight[..., top : top + TILE, left : left + TILE] += ramp
         return (out / weight).clamp(0, 1)
 

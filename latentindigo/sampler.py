@@ -135,7 +135,8 @@ def restore(image: Image.Image, settings: Settings, prior: Prior | None = None,
         with torch.no_grad():
             out = pixel.inn.inverse(y_coarse, zero_details(y_coarse, size, levels), gamma, size).clamp(0, 1)
     else:
-        x_first = restore_first_stage(pixel.restorer, y, size)  # R(y): the start and the colour reference
+        # R(y): the start and the colour reference; the estimate holds the JPEG quality read off y
+        x_first = restore_first_stage(pixel.restorer, y, size, estimate.jpeg)
         if settings.method == "restorer":
             out = x_first
         else:
@@ -143,7 +144,7 @@ def restore(image: Image.Image, settings: Settings, prior: Prior | None = None,
             forward_model = refined if settings.method == "pixel" else pixel.inn
         if settings.method in ("latent", "pixel"):
             if settings.colour_fix:
-                out = wavelet_colour_fix(out, x_first)
+                out = wavelet_colour_fix(out, x_first, settings.colour_fix_levels)
             # towards R(y) downscaled, not y: back-projecting onto y put its noise and JPEG blocks back
             out = final_consistency(out.clamp(0, 1), resize(x_first, tuple(y.shape[-2:]), "bicubic"))
     out = out.clamp(0, 1)
@@ -180,11 +181,11 @@ def final_consistency(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def wavelet_colour_fix(x: torch.Tensor, reference: torch.Tensor, levels: int = 2) -> torch.Tensor:
+def wavelet_colour_fix(x: torch.Tensor, reference: torch.Tensor, levels: int) -> torch.Tensor:
     """x's high frequencies on the reference's low-frequency band: fixes colour casts and the coarse content,
     keeps x's detail. The band is what `levels` dilated 3x3 binomial blurs (dilations 1, 2, 4, ...) leave, the
-    smooth wavelet of INDIGO+ and DiffBIR (a Haar band would add block edges). INDIGO+ uses 5 levels; with the
-    bundled prior 2 measured best (only the finest detail comes from the diffusion: README, Method)."""
+    smooth wavelet of INDIGO+ and DiffBIR (a Haar band would add block edges). INDIGO+ uses 5 levels; the
+    bundled prior adds little true detail, and 1 measured best for it (README, Method)."""
     return x - low_band(x, levels) + low_band(reference, levels)
 
 

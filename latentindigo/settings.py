@@ -46,6 +46,9 @@ class Settings:
     # (latent space, free); "projection" is the PixelINN's E(D(z0)) (a decode and an encode each time)
     latent_reg: str = "spread"
     colour_fix: bool = True  # wavelet colour fix towards the first-stage restorer's estimate R(y)
+    # how many of the finest wavelet bands the colour fix keeps from the diffusion (the rest is R(y)'s): as many
+    # as the prior adds true detail in
+    colour_fix_levels: int = 2
     seed: int = 0
     size: tuple[int, int] | None = None  # output (width, height)
     scale: float | None = None  # output / input size, when no size is given
@@ -77,6 +80,8 @@ class Settings:
         if self.refine_lr < 0 or self.reg_every < 0 or not 0 <= self.reg_strength <= 1:
             raise UserError("refinement learning rate, regularisation period and strength must not be negative"
                              " (strength at most 1)")
+        if not 1 <= self.colour_fix_levels <= 6:
+            raise UserError(f"colour fix levels must be between 1 and 6, not {self.colour_fix_levels}")
         if not 0 <= self.cfg_scale <= 30:
             raise UserError(f"classifier-free guidance scale must be between 0 and 30, not {self.cfg_scale}")
         if self.scale is not None and not 1 <= self.scale <= MAX_SCALE:
@@ -94,7 +99,7 @@ class Settings:
 
 # what a prior's sampler_settings.json may set: how to sample, not what to make (method, size, seed)
 TUNABLE = ("steps", "guidance", "start", "refine", "refine_lr", "reg_every", "reg_strength", "eta", "latent_reg",
-           "colour_fix", "cfg_scale")
+           "colour_fix", "colour_fix_levels", "cfg_scale")
 
 
 def local_folder(spec: str) -> Path | None:

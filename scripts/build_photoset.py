@@ -1,7 +1,8 @@
 """Build the offline photo set used to train the INNs and the bundled prior.
 
 Sources that need no model hub: scikit-image's bundled data, scikit-learn's two sample images and the
-photographs (not the drawings) of Debian's `mate-backgrounds` and `plasma-workspace-wallpapers`.
+photographs (not the drawings) of Debian's `mate-backgrounds`, `plasma-workspace-wallpapers` and
+`lomiri-wallpapers-16.04` / `-20.04`.
 The validation split is fixed by photo (astronaut, chelsea, coffee, rocket) so no crop of a validation
 photo is ever trained on.
 
@@ -41,6 +42,24 @@ SKLEARN = {
     "flower": ("vultilion (Flickr)", "CC BY 2.0"),
 }
 
+# Ubuntu Touch's wallpapers, photographs only (lomiri-wallpapers' copyright file: photo -> author, licence)
+LOMIRI_1604 = {
+    "Bridge_by_Sander_Klootwijk": ("Sander Klootwijk", "CC-BY-SA-4.0"),
+    "Dragonfly_by_Bolly": ("Bolly", "CC-BY-SA-4.0"),
+    "Picture_0B_by_freespace": ("Trevor Freespace", "CC-BY-4.0"),
+    "Picture_1A_by_freespace": ("Trevor Freespace", "CC-BY-4.0"),
+    "Wine_by_Jakkub_Mede": ("Jakub Mede", "CC-BY-4.0"),
+    "aitzgorri_by_Aitzol_Berasategi": ("Aitzol Berasategi", "CC-BY-4.0"),
+    "free_by_Peter_Nerlich": ("Peter Nerlich", "CC-BY-SA-4.0"),
+    "friends_by_Aitzol_Berasategi": ("Aitzol Berasategi", "CC-BY-4.0"),
+    "greentock_by_Peter_Nerlich": ("Peter Nerlich", "CC-BY-SA-4.0"),
+    "life_by_Aitzol_Berasategi": ("Aitzol Berasategi", "CC-BY-4.0"),
+    "picosdeeuropa_by_Aitzol_Berasategi": ("Aitzol Berasategi", "CC-BY-4.0"),
+    "seeding_by_Clements_Engelhardt": ("Clemens Engelhardt", "CC0-1.0"),
+    "sunset_by_Aitzol_Berasategi": ("Aitzol Berasategi", "CC-BY-4.0"),
+}
+LOMIRI_2004 = {"Kleiber_by_Lukas_Baubkus": ("Lukas Baubkus", "CC-BY-SA-3.0")}
+
 # Debian package -> {photo name: path inside the package}; only photographs, the abstract art is left out.
 MATE = "usr/share/backgrounds/mate/nature"
 PLASMA = "usr/share/wallpapers"
@@ -58,6 +77,8 @@ DEBIAN = {
                            ("OneStandsOut", "1280x1024"), ("Path", "1280x1024"),
                            ("summer_1am", "1280x1024"))
     },
+    "lomiri-wallpapers-16.04": {name: f"usr/share/backgrounds/{name}.jpg" for name in LOMIRI_1604},
+    "lomiri-wallpapers-20.04": {name: f"usr/share/backgrounds/{name}.jpg" for name in LOMIRI_2004},
 }
 DEBIAN_LICENCE = {
     "mate-backgrounds": ("MATE artists, see /usr/share/doc/mate-backgrounds/copyright", "GPL-2+"),
@@ -99,8 +120,8 @@ def collect(debs: Path | None) -> list[tuple[str, Image.Image, str, str, str]]:
     with tempfile.TemporaryDirectory() as tmp:
         for package, files in DEBIAN.items():
             root = debs / package if debs else _unpack_debian(package, Path(tmp))
-            author, licence = DEBIAN_LICENCE[package]
             for name, rel in files.items():
+                author, licence = DEBIAN_LICENCE.get(package) or {**LOMIRI_1604, **LOMIRI_2004}[name]
                 with Image.open(root / rel) as im:
                     photos.append((name, im.convert("RGB"), f"Debian {package}: /{rel}", author, licence))
     return photos
@@ -110,7 +131,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("data/photos"))
     parser.add_argument("--provenance", type=Path, default=Path("assets/photoset.csv"))
-    parser.add_argument("--debs", type=Path, help="folder with the two packages already unpacked (by name)")
+    parser.add_argument("--debs", type=Path, help="folder with the Debian packages already unpacked (by name)")
     parser.add_argument("--short-side", type=int, default=768, help="downscale training photos to this")
     parser.add_argument("--calibration", type=Path, default=Path("assets/calibration"))
     parser.add_argument("--calibration-side", type=int, default=256, help="short side of calibration photos")

@@ -36,3 +36,16 @@ def test_jpeg_quality_is_read_off_the_quantisation_lattice(quality):
     assert abs(jpeg_quality(jpeg(photo, quality)) - quality) <= 4
     assert jpeg_quality(photo) == 100  # never saved as JPEG
     assert jpeg_quality(photo[..., :7, :7]) == 100  # smaller than one block
+
+
+def test_jpeg_quality_of_a_large_photo_reads_a_sample_of_its_blocks(monkeypatch):
+    from latentindigo import estimator
+    from latentindigo.degradations import jpeg
+
+    g = torch.Generator().manual_seed(0)
+    photo = torch.nn.functional.interpolate(torch.rand(1, 3, 40, 40, generator=g), size=(320, 320), mode="bicubic",
+                                            align_corners=False).clamp(0, 1)
+    compressed = jpeg(photo, 70)
+    everything = estimator.jpeg_quality(compressed)
+    monkeypatch.setattr(estimator, "MAX_BLOCKS", 200)  # of 1600
+    assert abs(estimator.jpeg_quality(compressed) - 70) <= 4 and abs(everything - 70) <= 4

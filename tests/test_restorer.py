@@ -9,8 +9,8 @@ from PIL import Image
 from latentindigo import train
 from latentindigo.degradations import Degradation, degrade, resize
 from latentindigo.metrics import psnr, ssim
-from latentindigo.restorer import Restorer, load_restorer, restore_first_stage
-from latentindigo.weights import load_weights
+from latentindigo.restorer import Restorer, jpeg_grid, load_restorer, restore_first_stage
+from latentindigo.weights import load_weights, save_weights
 
 
 @pytest.mark.parametrize("low,size", [((16, 16), (64, 64)), ((37, 53), (101, 150)), ((9, 7), (72, 56)),
@@ -38,7 +38,7 @@ def test_restorer_training_lowers_the_loss_and_resumes(tmp_path):
 
     def loss(restorer):
         with torch.no_grad():
-            return sum(torch.nn.functional.mse_loss(restorer(up, s), x).item() for x, up, s in fixed)
+            return sum(torch.nn.functional.mse_loss(restorer(up, s, g), x).item() for x, up, s, g in fixed)
 
     run = tmp_path / "run"
     info = train.train_restorer(root, run, steps=40, batch=4, crop=32, lr=3e-3, every=20, config=small)
@@ -48,6 +48,38 @@ def test_restorer_training_lowers_the_loss_and_resumes(tmp_path):
     assert set(info["validation"]) == set(train.RESTORER_VALIDATION)
     again = train.train_restorer(root, run, steps=40, batch=4, crop=32, lr=3e-3, every=20, config=small)
     assert again["step"] == 40 and len(again["history"]) == 2
+
+
+def test_a_restorer_grown_from_trained_weights_starts_as_the_trained_one(tmp_path):
+    torch.manual_seed(0)
+    trained = Restorer(widths=(4, 8, 8), blocks=(1, 1, 1))
+    for p in trained.parameters():  # a fresh restorer is the bicubic upscale: make this one do something
+        torch.nn.init.normal_(p, std=0.1)
+    path = save_weights(trained, tmp_path / "trained.safetensors")
+    grown = Restorer(widths=(4, 8, 8), blocks=(1, 2, 3))
+    train.grow_from(grown, path)
+    up, scale, grid = torch.rand(2, 3, 24, 20), torch.tensor([2.0, 4.0]), jpeg_grid((6, 5), (24, 20), 70)
+    with torch.no_grad():
+        assert (trained(up, scale, grid) - up).abs().max() > 0.01
+        torch.testing.assert_close(grown(up, scale, grid), trained(up, scale, grid), rtol=0, atol=1e-6)
+
+
+def test_a_restorer_grown_from_one_without_the_jpeg_grid_input_starts_ignoring_it(tmp_path):
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    fresh = Restorer(widths=(4, 8, 8), blocks=(1, 1, 1)).state_dict()
+    state = {k: torch.randn_like(v) * 0.1 for k, v in fresh.items()}
+    state["inp.weight"] = state["inp.weight"][:, :4].contiguous()  # image and scale channels only
+    save_file(state, tmp_path / "old.safetensors")
+    grown = Restorer(widths=(4, 8, 8), blocks=(1, 1, 2))
+    train.grow_from(grown, tmp_path / "old.safetensors")
+    up = torch.rand(1, 3, 24, 20)
+    with torch.no_grad():
+        with_jpeg = grown(up, 4.0, jpeg_grid((6, 5), (24, 20), 40))
+        without = grown(up, 4.0, jpeg_grid((6, 5), (24, 20), 100))
+    assert (with_jpeg - up).abs().max() > 0.01
+    torch.testing.assert_close(with_jpeg, without, rtol=0, atol=1e-6)
 
 
 def test_the_bundled_restorer_beats_bicubic_on_a_photo_it_never_saw():
@@ -72,3 +104,9 @@ def test_large_outputs_are_restored_in_tiles_without_seams(monkeypatch):
     tiled = restore_first_stage(load_restorer(), y, (160, 200))
     assert tiled.shape == whole.shape
     assert (tiled - whole).abs().mean() < 2e-3 and (tiled - whole).abs().max() < 0.05
+
+
+def test_a_window_of_the_jpeg_grid_is_that_part_of_the_whole_grid():
+    whole = jpeg_grid((40, 50), (160, 200), 60)
+    window = jpeg_grid((40, 50), (160, 200), 60, (64, 96, 96, 80))
+    torch.testing.assert_close(window, whole[..., 64:160, 96:176], rtol=0, atol=1e-6)

@@ -97,7 +97,7 @@ def test_the_fused_refinement_optimiser_gives_what_adam_one_tensor_at_a_time_giv
     monkeypatch.setattr(sampler, "refinement_optimiser",
                         lambda inn, lr: torch.optim.Adam(inn.parameters(), lr=lr, foreach=False))
     reference = run(photo, settings, tiny_prior, load_pixel_models()).tensor
-    assert (fused - reference).abs().max() < 1e-4  # 0.03 of an 8-bit level; tiny-random's VAE amplifies rounding
+    assert (fused - reference).abs().max() < 2e-4  # 0.05 of an 8-bit level; tiny-random's VAE amplifies rounding
 
 
 def test_no_refinement_no_regularisation(photo, tiny_prior, fresh_pixel_models):
@@ -153,6 +153,7 @@ def test_tiled_blending_is_exact_for_a_pointwise_function():
     (Settings(start=0), "start"),
     (Settings(eta=1.5), "eta"),
     (Settings(latent_reg="smooth"), "regularisation must be one of spread, projection"),
+    (Settings(colour_fix_levels=0), "colour fix levels"),
 ])
 def test_bad_settings_are_one_line_errors(photo, settings, message):
     with pytest.raises(UserError, match=message) as info:
