@@ -292,7 +292,7 @@ def restore(image: str | None, prior: str | None = None, mode: str = "latent", g
     the prior's tuned one."""
     from latentindigo.imageio import save_png
     from latentindigo.maps import maps, save_maps
-    from latentindigo.sampler import Done, load_pixel_models
+    from latentindigo.sampler import Done, FirstStage, load_pixel_models
     from latentindigo.sampler import restore as sample
 
     photo = read_photo(image)
@@ -329,6 +329,11 @@ def restore(image: str | None, prior: str | None = None, mode: str = "latent", g
                         shows = "; the preview shows the last estimate" if job.total else ""
                         yield restore_update(status=f"{job.stopped()}{shows}.")
                         return
+                    if isinstance(event, FirstStage):  # R(y): shown while the first diffusion step runs
+                        yield restore_update(
+                            preview=gr.Image(value=event.image, label="Live preview: first stage (restorer)"),
+                            status=f"**First stage** (restorer) in {event.seconds:.1f} s · diffusion starting…")
+                        continue
                     job.step, job.total = event.step, event.total
                     progress((event.step, event.total), desc=event.phase)
                     rows.append({"step": event.step, "consistency": event.consistency, "phase": event.phase})

@@ -39,7 +39,7 @@ def _restore(args: argparse.Namespace) -> None:
 
     from latentindigo import recipe
     from latentindigo.imageio import load_image, save_png
-    from latentindigo.sampler import Done, load_pixel_models, restore
+    from latentindigo.sampler import Done, Step, load_pixel_models, restore
     from latentindigo.settings import DIFFUSION_METHODS
 
     saved = None
@@ -75,7 +75,7 @@ def _restore(args: argparse.Namespace) -> None:
                 written = save_maps(m, event.image, args.maps, args.output.stem)
                 print(f"{args.maps}: {', '.join(p.name for p in written.values())} (consistency with the input "
                       f"{m.consistency_psnr:.1f} dB)")
-        else:
+        elif isinstance(event, Step):
             bar.n = event.step
             bar.set_postfix(phase=event.phase, consistency=f"{event.consistency:.4f}")
 

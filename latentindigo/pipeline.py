@@ -27,7 +27,7 @@ from latentindigo.imageio import load_image
 from latentindigo.inn import LiftingINN
 from latentindigo.priors import LATENT_INN_FILE, Prior, load_prior
 from latentindigo.restorer import WEIGHTS as RESTORER_WEIGHTS
-from latentindigo.sampler import Done, PixelModels, load_pixel_models, restore
+from latentindigo.sampler import Done, PixelModels, Step, load_pixel_models, restore
 from latentindigo.settings import ASSETS, Settings, local_folder, output_size, tuned_settings
 from latentindigo.weights import save_weights
 
@@ -130,7 +130,7 @@ class LatentIndigoPipeline(DiffusionPipeline):
         for event in restore(photo, run, self.prior, self.pixel):
             if isinstance(event, Done):
                 done = event
-            elif callback_on_step_end is not None:
+            elif isinstance(event, Step) and callback_on_step_end is not None:
                 callback_on_step_end(self, event.step - 1, event.timestep,
                                      {"latents": event.latent, "phase": event.phase,
                                       "consistency": event.consistency})

@@ -1,8 +1,9 @@
 """The LatentINDIGO sampler (DESIGN section 3) and its baselines, as a generator of step events.
 
     for event in restore(image, Settings(method="latent", scale=4), prior):
+        if isinstance(event, FirstStage): show(event.image)  # R(y), before the first step
         if isinstance(event, Step): show(event.preview)      # decoded lazily, only when asked for
-        else: event.image.save("out.png")                   # the last event is `Done`
+        if isinstance(event, Done): event.image.save("out.png")  # the last event
 
 The first-stage restorer's estimate R(y) is the start (encoded, noised to `start`), the colour-fix reference and,
 through the INN's forward model, the measurement guidance and the final back-projection aim at, so that the
@@ -92,6 +93,15 @@ class Step:
 
 
 @dataclass
+class FirstStage:
+    """The first-stage estimate R(y), yielded by the diffusion methods before their first step: what the output
+    is built on (the start, the guidance target, the colour reference), so the demo shows it at once."""
+
+    image: Image.Image
+    seconds: float  # since `restore` was called
+
+
+@dataclass
 class Done:
     image: Image.Image
     tensor: torch.Tensor = field(repr=False)  # (1, 3, H, W) float in [0, 1]
@@ -109,8 +119,9 @@ class Done:
 
 
 def restore(image: Image.Image, settings: Settings, prior: Prior | None = None,
-            pixel: PixelModels | None = None) -> Iterator[Step | Done]:
-    """Restore an RGB image; yields `Step` events while sampling and a final `Done`."""
+            pixel: PixelModels | None = None) -> Iterator[FirstStage | Step | Done]:
+    """Restore an RGB image; yields (diffusion methods) `FirstStage`, then `Step` events while sampling, and a
+    final `Done`."""
     t0 = time.perf_counter()
     settings.check(image.width, image.height)
     if settings.method in DIFFUSION_METHODS and prior is None:
@@ -140,6 +151,7 @@ def restore(image: Image.Image, settings: Settings, prior: Prior | None = None,
         if settings.method == "restorer":
             out = x_first
         else:
+            yield FirstStage(image=to_image(x_first), seconds=time.perf_counter() - t0)
             out, refined = yield from _diffuse(y, x_first, size, levels, gamma, settings, prior, pixel)
             forward_model = refined if settings.method == "pixel" else pixel.inn
         if settings.method in ("latent", "pixel"):

@@ -323,7 +323,7 @@ def run_method(photo: Image.Image, settings: Settings, models: Models, prior_spe
                progress: Callable[[int, int, str], None] | None = None) -> Done | None:
     """Run one method to the end: its `Done`, or None when the job was stopped. `progress(step, total, phase)`
     is called at every step."""
-    from latentindigo.sampler import Done, load_pixel_models
+    from latentindigo.sampler import Done, Step, load_pixel_models
     from latentindigo.sampler import restore as sample
 
     diffusion_prior = None
@@ -338,6 +338,8 @@ def run_method(photo: Image.Image, settings: Settings, models: Models, prior_spe
                 return event
             if job.stop.is_set():
                 return None
+            if not isinstance(event, Step):  # the first stage: no step yet
+                continue
             job.step, job.total = event.step, event.total
             if progress is not None:
                 progress(event.step, event.total, event.phase)

@@ -122,8 +122,11 @@ def test_restore_streams_updates_and_ends_with_a_png_of_the_requested_size(clien
     statuses = [u[2] for u in updates]
     assert any("Step 1/4" in s and "guidance" in s for s in statuses), statuses
     previews = [u[0] for u in updates[:-1] if isinstance(u[0], dict) and u[0].get("value")]
-    assert len(previews) >= 2, "the live preview should change during a 4-step run"
-    assert all(p["label"].startswith("Live preview: Step ") for p in previews)
+    # first the first-stage estimate, at once, then the diffusion's estimates as the steps run
+    assert previews[0]["label"] == "Live preview: first stage (restorer)"
+    assert any(s.startswith("**First stage** (restorer) in ") for s in statuses), statuses
+    assert len(previews) >= 3, "the live preview should change during a 4-step run"
+    assert all(p["label"].startswith("Live preview: Step ") for p in previews[1:])
     for p in previews:
         with Image.open(p["value"]) as im:
             assert im.size == (72, 60)

@@ -5,8 +5,8 @@ from PIL import Image
 
 from latentindigo import UserError
 from latentindigo.priors import tiled
-from latentindigo.sampler import Done, Step, restore, run
-from latentindigo.imageio import to_tensor
+from latentindigo.sampler import Done, FirstStage, Step, restore, run
+from latentindigo.imageio import to_image, to_tensor
 from latentindigo.settings import METHODS, TUNED_FILE, Settings, settings_for
 from latentindigo.metrics import consistency
 
@@ -60,8 +60,11 @@ def test_same_seed_same_output_other_seed_other_output(photo, tiny_prior, fresh_
 def test_events_arrive_in_order_with_all_phases(method, phases, photo, tiny_prior, fresh_pixel_models):
     events = list(restore(photo, Settings(method=method, steps=6, reg_every=2, scale=2), tiny_prior,
                           fresh_pixel_models))
-    steps, done = events[:-1], events[-1]
+    first, steps, done = events[0], events[1:-1], events[-1]
     assert isinstance(done, Done) and all(isinstance(e, Step) for e in steps)
+    # the first preview is R(y), what sampling starts from, before any step has run
+    assert isinstance(first, FirstStage) and first.seconds <= done.seconds
+    assert np.array_equal(np.asarray(first.image), np.asarray(to_image(done.first_stage)))
     assert [e.step for e in steps] == sorted(e.step for e in steps)
     assert steps[-1].step == steps[-1].total == 6
     timesteps = [e.timestep for e in steps]
@@ -81,7 +84,7 @@ def test_events_arrive_in_order_with_all_phases(method, phases, photo, tiny_prio
 def test_projections_also_regularise_the_last_step(method, latent_reg, regularised, photo, tiny_prior,
                                                    fresh_pixel_models):
     settings = Settings(method=method, latent_reg=latent_reg, steps=5, reg_every=2, scale=2)
-    events = list(restore(photo, settings, tiny_prior, fresh_pixel_models))[:-1]
+    events = [e for e in restore(photo, settings, tiny_prior, fresh_pixel_models) if isinstance(e, Step)]
     assert [e.step for e in events if e.phase == "regularisation"] == regularised
 
 
@@ -101,9 +104,8 @@ def test_the_fused_refinement_optimiser_gives_what_adam_one_tensor_at_a_time_giv
 
 
 def test_no_refinement_no_regularisation(photo, tiny_prior, fresh_pixel_models):
-    events = list(restore(photo, Settings(steps=3, refine=False, reg_every=0, scale=2), tiny_prior,
-                          fresh_pixel_models))
-    assert {e.phase for e in events[:-1]} == {"guidance"}
+    events = restore(photo, Settings(steps=3, refine=False, reg_every=0, scale=2), tiny_prior, fresh_pixel_models)
+    assert {e.phase for e in events if isinstance(e, Step)} == {"guidance"}
 
 
 def test_refinement_starts_from_the_pretrained_weights_every_image(photo, tiny_prior, fresh_pixel_models):
