@@ -97,8 +97,13 @@ class FirstStage:
     """The first-stage estimate R(y), yielded by the diffusion methods before their first step: what the output
     is built on (the start, the guidance target, the colour reference), so the demo shows it at once."""
 
-    image: Image.Image
+    tensor: torch.Tensor = field(repr=False)  # (1, 3, H, W) in [0, 1]
     seconds: float  # since `restore` was called
+
+    @property
+    def image(self) -> Image.Image:
+        """Converted only when asked for: the copy to the CPU waits for the GPU, and batch runs never show it."""
+        return to_image(self.tensor)
 
 
 @dataclass
@@ -151,7 +156,7 @@ def restore(image: Image.Image, settings: Settings, prior: Prior | None = None,
         if settings.method == "restorer":
             out = x_first
         else:
-            yield FirstStage(image=to_image(x_first), seconds=time.perf_counter() - t0)
+            yield FirstStage(tensor=x_first, seconds=time.perf_counter() - t0)
             out, refined = yield from _diffuse(y, x_first, size, levels, gamma, settings, prior, pixel)
             forward_model = refined if settings.method == "pixel" else pixel.inn
         if settings.method in ("latent", "pixel"):

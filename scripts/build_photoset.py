@@ -59,6 +59,7 @@ LOMIRI_1604 = {
     "sunset_by_Aitzol_Berasategi": ("Aitzol Berasategi", "CC-BY-4.0"),
 }
 LOMIRI_2004 = {"Kleiber_by_Lukas_Baubkus": ("Lukas Baubkus", "CC-BY-SA-3.0")}
+LOMIRI = LOMIRI_1604 | LOMIRI_2004  # photo -> (author, licence)
 
 # Debian package -> {photo name: path inside the package}; only photographs, the abstract art is left out.
 MATE = "usr/share/backgrounds/mate/nature"
@@ -121,7 +122,7 @@ def collect(debs: Path | None) -> list[tuple[str, Image.Image, str, str, str]]:
         for package, files in DEBIAN.items():
             root = debs / package if debs else _unpack_debian(package, Path(tmp))
             for name, rel in files.items():
-                author, licence = DEBIAN_LICENCE.get(package) or {**LOMIRI_1604, **LOMIRI_2004}[name]
+                author, licence = DEBIAN_LICENCE.get(package) or LOMIRI[name]
                 with Image.open(root / rel) as im:
                     photos.append((name, im.convert("RGB"), f"Debian {package}: /{rel}", author, licence))
     return photos
