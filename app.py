@@ -317,7 +317,7 @@ def restore(image: str | None, prior: str | None = None, mode: str = "latent", g
                     yield restore_update(status=line)
             diffusion_prior = MODELS.prior(prior)
             use_prompt(diffusion_prior, prompt)
-            rows, pacer, last_update, done = [], None, 0.0, None
+            rows, pacer, last_update, done, first_stage = [], None, 0.0, None, False
             phases = ["guidance"] + ["refinement"] * settings.refine + ["regularisation"] * (settings.reg_every > 0)
             events = sample(photo, settings, diffusion_prior, load_pixel_models())
             try:
@@ -326,13 +326,15 @@ def restore(image: str | None, prior: str | None = None, mode: str = "latent", g
                         done = event
                         break
                     if job.stop.is_set():
-                        shows = "; the preview shows the last estimate" if job.total else ""
+                        shows = ("; the preview shows the last estimate" if job.total else
+                                 "; the preview shows the first stage (restorer)" if first_stage else "")
                         yield restore_update(status=f"{job.stopped()}{shows}.")
                         return
                     if isinstance(event, FirstStage):  # R(y): shown while the first diffusion step runs
                         yield restore_update(
                             preview=gr.Image(value=event.image, label="Live preview: first stage (restorer)"),
                             status=f"**First stage** (restorer) in {event.seconds:.1f} s · diffusion starting…")
+                        first_stage = True
                         continue
                     job.step, job.total = event.step, event.total
                     progress((event.step, event.total), desc=event.phase)

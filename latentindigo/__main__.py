@@ -230,7 +230,8 @@ def _train(args: argparse.Namespace) -> None:
     elif args.what == "restorer":
         config = {"blocks": args.blocks} if args.blocks else None
         train.train_restorer(args.data, args.out, steps=args.steps, batch=args.batch, crop=args.crop, lr=args.lr,
-                             seed=args.seed, every=args.every, config=config, init=args.init, zoom=tuple(args.zoom))
+                             seed=args.seed, every=args.every, config=config, init=args.init, zoom=tuple(args.zoom),
+                             bf16=args.bf16)
         if args.export:
             args.export.mkdir(parents=True, exist_ok=True)
             shutil.copy(args.out / "restorer.safetensors", args.export / "restorer.safetensors")
@@ -320,6 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "as the identity")
     p.add_argument("--zoom", type=float, nargs=2, default=(0.25, 1.0), metavar=("MIN", "MAX"),
                    help="with 'restorer': crops shrink a region of crop / zoom pixels, zoom drawn in [MIN, MAX]")
+    p.add_argument("--bf16", action="store_true",
+                   help="with 'restorer': convolutions in bfloat16 (2.3x faster on CPUs with AVX-512 BF16)")
     p.set_defaults(run=_train)
 
     p = commands.add_parser("calibrate", help="train the LatentINN for a prior's VAE and cache it")

@@ -455,13 +455,17 @@ def restorer_validation(restorer: Restorer, photos: list[torch.Tensor]) -> dict:
 
 def train_restorer(data: Path, out: Path, steps: int = 4000, batch: int = 16, crop: int = 96, lr: float = 5e-4,
                    seed: int = 0, every: int = 250, config: dict | None = None, init: Path | None = None,
-                   zoom: tuple[float, float] = (0.25, 1.0)) -> dict:
+                   zoom: tuple[float, float] = (0.25, 1.0), bf16: bool = False) -> dict:
     """Train R on random crops under the degradation pipeline at random scales (1-8x), minimising the mean over
-    the batch of each pair's log MSE (maximising mean PSNR), optionally starting from the weights `init`."""
+    the batch of each pair's log MSE (maximising mean PSNR), optionally starting from the weights `init`.
+    `bf16`: convolutions in bfloat16 (weights, loss and optimiser stay float32) on channels-last tensors, 2.3x
+    the steps per second on a CPU with AVX-512 BF16 (0.38 s against 0.86 s per step of 12 here)."""
     torch.manual_seed(seed)
     restorer = Restorer(**(config or {}))
     if init is not None:
         grow_from(restorer, init)
+    layout = torch.channels_last if bf16 else torch.contiguous_format
+    restorer.to(memory_format=layout)
     # zoomed out down to a quarter: users' photos and the evaluation crops are whole scenes, dense with detail
     train = PhotoCrops(data / "train", crop, zoom)
     val_photos = load_photos(data / "val", side=192)
@@ -476,7 +480,9 @@ def train_restorer(data: Path, out: Path, steps: int = 4000, batch: int = 16, cr
         # a squared error, not L1: its gradient grows with the error, so the edges a restorer must sharpen
         # lead (one minute of training on x2 blur: +1.41 dB over bicubic with MSE, +0.12 with L1); its log per
         # pair, so that heavy degradations, whose errors are largest, do not drown the light ones users have
-        mse = (restorer(up, scales, grids) - x).pow(2).mean(dim=(1, 2, 3))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            restored = restorer(up.contiguous(memory_format=layout), scales, grids)
+        mse = (restored.float() - x).pow(2).mean(dim=(1, 2, 3))
         loss = torch.log(mse + 1e-5).mean()
         return loss, {"mse": mse.mean().item()}
 
@@ -486,7 +492,7 @@ def train_restorer(data: Path, out: Path, steps: int = 4000, batch: int = 16, cr
                 "bicubic_psnr": round(float(np.mean([r["bicubic_psnr"] for r in table.values()])), 3)}
 
     settings = dict(batch=batch, crop=crop, lr=lr, seed=seed, config=restorer.config, init=init and str(init),
-                    zoom=list(zoom))
+                    zoom=list(zoom), bf16=bf16)
     info = _run_loop(out, {"restorer": restorer}, optimizer, steps, loss_fn, settings, validate, every)
     restorer.eval()
     with torch.no_grad():

@@ -333,6 +333,25 @@ def test_stop_ends_the_run_at_the_next_step_and_the_app_stays_ready(client, tmp_
     assert restore(client, source, steps=2, seed=1, timeout=60)[2].startswith("**Done**")
 
 
+def test_a_run_stopped_after_the_first_stage_says_the_preview_is_the_restorers(tmp_path):
+    """Stopped while its first diffusion step runs, the run's status says that the preview it leaves is the
+    first stage, R(y), not a diffusion estimate."""
+    from types import SimpleNamespace
+
+    import app
+
+    app.build_demo(["tiny-random"])
+    request = SimpleNamespace(session_hash="first-stage")
+    updates = app.restore(str(photo(tmp_path / "in.png", 24, 18)), steps=20, seed=1, request=request)
+    status = app.RESTORE_OUTPUTS.index("status")
+    for update in updates:
+        if "First stage" in str(update[status]):
+            break
+    app.JOBS.stop(request.session_hash)
+    final = [update[status] for update in updates]
+    assert final == ["Stopped before the first step; the preview shows the first stage (restorer)."], final
+
+
 # ------------------------------------------------------------------------------------------- compare and lab
 
 def test_compare_runs_each_method_with_the_same_seed(client, tmp_path):
