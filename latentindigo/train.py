@@ -32,11 +32,17 @@ from latentindigo.settings import ASSETS
 from latentindigo.weights import save_weights
 
 
+def photo_paths(folder: str | Path) -> list[Path]:
+    """The photos of a folder of the photo set: PNG as `build_photoset` writes them, or JPEG (a compact copy to
+    carry to a GPU machine, `scripts/gpu_train_restorer.sh`)."""
+    return sorted(p for p in Path(folder).glob("*") if p.suffix.lower() in (".png", ".jpg"))
+
+
 class PhotoCrops:
     """Random square crops of a folder of photos, held in memory, at random zoom, flipped at random."""
 
     def __init__(self, folder: str | Path, size: int, zoom: tuple[float, float] = (0.5, 1.0)):
-        paths = sorted(Path(folder).glob("*.png"))
+        paths = photo_paths(folder)
         if not paths:
             raise FileNotFoundError(f"no photos in {folder}: run python -m scripts.build_photoset first")
         self.photos = [Image.open(p).convert("RGB") for p in paths]
@@ -312,7 +318,7 @@ def estimator_correlation(estimator: DegradationEstimator, photos: list[torch.Te
 def load_photos(folder: Path, side: int | None = None) -> list[torch.Tensor]:
     """Photos as (1, 3, H, W) tensors, centre-cropped to side x side when given."""
     out = []
-    for path in sorted(Path(folder).glob("*.png")):
+    for path in photo_paths(folder):
         image = Image.open(path).convert("RGB")
         if side:
             s = min(side, image.width, image.height)
@@ -439,12 +445,12 @@ def upscaled_pair(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, float
 
 def restorer_validation(restorer: Restorer, photos: list[torch.Tensor]) -> dict:
     """Mean PSNR / SSIM of R and of bicubic per kind of degradation in RESTORER_VALIDATION."""
-    out = {}
+    out, device = {}, next(restorer.parameters()).device
     for name, d in RESTORER_VALIDATION.items():
         rows = []
         for i, x in enumerate(photos):
             up, scale, grid = upscaled_pair(x, degrade(x, replace(d, seed=100 + i)))
-            r = restorer(up, scale, grid).clamp(0, 1)
+            r = restorer(up.to(device), scale, grid.to(device)).float().clamp(0, 1).cpu()
             up = up.clamp(0, 1)
             rows.append((psnr(r, x), ssim(r, x), psnr(up, x), ssim(up, x)))
         m = np.mean(rows, axis=0)
@@ -453,34 +459,55 @@ def restorer_validation(restorer: Restorer, photos: list[torch.Tensor]) -> dict:
     return out
 
 
+class RestorerBatches(torch.utils.data.IterableDataset):
+    """Endless training batches for R, (upscaled, scales, grids, clean): random crops under `restorer_pair`'s
+    degradations. Without workers the stream is drawn in the training process from `seed`; each DataLoader
+    worker draws its own (seeded by `seed` and its number), so that many CPU cores can feed a GPU (one core
+    degrades about 250 crops a second)."""
+
+    def __init__(self, crops: PhotoCrops, batch: int, seed: int):
+        self.crops, self.batch, self.seed = crops, batch, seed
+
+    def __iter__(self):
+        worker = torch.utils.data.get_worker_info()
+        rng = np.random.default_rng(self.seed if worker is None else [self.seed, worker.id])
+        while True:
+            x = self.crops.batch(rng, self.batch)
+            pairs = [restorer_pair(x[i:i + 1], rng) for i in range(self.batch)]
+            yield (torch.cat([p[0] for p in pairs]), torch.tensor([p[1] for p in pairs]),
+                   torch.cat([p[2] for p in pairs]), x)
+
+
 def train_restorer(data: Path, out: Path, steps: int = 4000, batch: int = 16, crop: int = 96, lr: float = 5e-4,
                    seed: int = 0, every: int = 250, config: dict | None = None, init: Path | None = None,
-                   zoom: tuple[float, float] = (0.25, 1.0), bf16: bool = False) -> dict:
+                   zoom: tuple[float, float] = (0.25, 1.0), bf16: bool = False, device: str = "cpu",
+                   workers: int = 0) -> dict:
     """Train R on random crops under the degradation pipeline at random scales (1-8x), minimising the mean over
     the batch of each pair's log MSE (maximising mean PSNR), optionally starting from the weights `init`.
     `bf16`: convolutions in bfloat16 (weights, loss and optimiser stay float32) on channels-last tensors, 2.3x
-    the steps per second on a CPU with AVX-512 BF16 (0.38 s against 0.86 s per step of 12 here)."""
+    the steps per second on a CPU with AVX-512 BF16 (0.38 s against 0.86 s per step of 12 here).
+    `workers`: processes that draw and degrade the crops (`RestorerBatches`); 0 on a 2-core CPU, most of the
+    cores on a GPU machine."""
     torch.manual_seed(seed)
+    device = torch.device(device)
     restorer = Restorer(**(config or {}))
     if init is not None:
         grow_from(restorer, init)
     layout = torch.channels_last if bf16 else torch.contiguous_format
-    restorer.to(memory_format=layout)
+    restorer.to(device, memory_format=layout)
     # zoomed out down to a quarter: users' photos and the evaluation crops are whole scenes, dense with detail
     train = PhotoCrops(data / "train", crop, zoom)
     val_photos = load_photos(data / "val", side=192)
-    rng = np.random.default_rng(seed)
+    batches = iter(torch.utils.data.DataLoader(RestorerBatches(train, batch, seed), batch_size=None,
+                                               num_workers=workers, pin_memory=device.type == "cuda"))
     optimizer = torch.optim.Adam(restorer.parameters(), lr=lr)
 
     def loss_fn(step: int):
-        x = train.batch(rng, batch)
-        pairs = [restorer_pair(x[i:i + 1], rng) for i in range(batch)]
-        up, grids = torch.cat([p[0] for p in pairs]), torch.cat([p[2] for p in pairs])
-        scales = torch.tensor([p[1] for p in pairs])
+        up, scales, grids, x = (t.to(device, non_blocking=True) for t in next(batches))
         # a squared error, not L1: its gradient grows with the error, so the edges a restorer must sharpen
         # lead (one minute of training on x2 blur: +1.41 dB over bicubic with MSE, +0.12 with L1); its log per
         # pair, so that heavy degradations, whose errors are largest, do not drown the light ones users have
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             restored = restorer(up.contiguous(memory_format=layout), scales, grids)
         mse = (restored.float() - x).pow(2).mean(dim=(1, 2, 3))
         loss = torch.log(mse + 1e-5).mean()
@@ -492,7 +519,7 @@ def train_restorer(data: Path, out: Path, steps: int = 4000, batch: int = 16, cr
                 "bicubic_psnr": round(float(np.mean([r["bicubic_psnr"] for r in table.values()])), 3)}
 
     settings = dict(batch=batch, crop=crop, lr=lr, seed=seed, config=restorer.config, init=init and str(init),
-                    zoom=list(zoom), bf16=bf16)
+                    zoom=list(zoom), bf16=bf16, workers=workers)
     info = _run_loop(out, {"restorer": restorer}, optimizer, steps, loss_fn, settings, validate, every)
     restorer.eval()
     with torch.no_grad():

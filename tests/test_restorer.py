@@ -22,8 +22,8 @@ def test_a_fresh_restorer_is_the_bicubic_upscale_at_any_size_and_scale(low, size
     torch.testing.assert_close(out, resize(y, size, "bicubic").clamp(0, 1), rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("bf16", [False, True])
-def test_restorer_training_lowers_the_loss_and_resumes(tmp_path, bf16):
+@pytest.mark.parametrize("bf16,workers", [(False, 0), (True, 0), (False, 2)])
+def test_restorer_training_lowers_the_loss_and_resumes(tmp_path, bf16, workers):
     root = tmp_path / "photos"
     rng = np.random.default_rng(0)
     for split, count in (("train", 3), ("val", 1)):
@@ -42,12 +42,14 @@ def test_restorer_training_lowers_the_loss_and_resumes(tmp_path, bf16):
             return sum(torch.nn.functional.mse_loss(restorer(up, s, g), x).item() for x, up, s, g in fixed)
 
     run = tmp_path / "run"
-    info = train.train_restorer(root, run, steps=40, batch=4, crop=32, lr=3e-3, every=20, config=small, bf16=bf16)
+    info = train.train_restorer(root, run, steps=40, batch=4, crop=32, lr=3e-3, every=20, config=small, bf16=bf16,
+                                workers=workers)
     restorer = load_weights(Restorer, run / "restorer.safetensors")
     assert loss(restorer) < 0.999 * loss(Restorer(**small))  # a fresh one is the bicubic upscale
     assert restorer.config == small
     assert set(info["validation"]) == set(train.RESTORER_VALIDATION)
-    again = train.train_restorer(root, run, steps=40, batch=4, crop=32, lr=3e-3, every=20, config=small, bf16=bf16)
+    again = train.train_restorer(root, run, steps=40, batch=4, crop=32, lr=3e-3, every=20, config=small, bf16=bf16,
+                                 workers=workers)
     assert again["step"] == 40 and len(again["history"]) == 2
 
 

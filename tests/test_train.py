@@ -78,3 +78,13 @@ def test_decoder_fine_tune_keeps_the_encoder_and_its_latents(photos, tmp_path):
                                    rtol=0, atol=0)
         assert not torch.equal(after.decode(before.encode(x).latent_dist.mode()).sample,
                                before.decode(before.encode(x).latent_dist.mode()).sample)
+
+
+def test_photo_crops_read_png_and_jpeg_photos_and_say_when_there_are_none(tmp_path):
+    image = Image.fromarray(np.zeros((40, 40, 3), np.uint8))
+    image.save(tmp_path / "a.png")
+    image.save(tmp_path / "b.jpg")  # the compact copy scripts/gpu_train_restorer.sh carries to a GPU machine
+    (tmp_path / "notes.txt").write_text("not a photo")
+    assert train.PhotoCrops(tmp_path, 16).names == ["a", "b"]
+    with pytest.raises(FileNotFoundError, match="build_photoset"):
+        train.PhotoCrops(tmp_path / "missing", 16)
