@@ -5,8 +5,9 @@
 #
 #   scripts/gpu_train_restorer.sh pack   # here, once: data/gpu_photos, the photo set small enough to travel
 #                                        # with the repository (training photos as JPEG quality 90, 7 MB)
-#   scripts/gpu_train_restorer.sh        # there (device run, carry data/gpu_photos): $OUT gets
-#                                        # restorer.safetensors, checkpoint.json and train.log
+#   scripts/gpu_train_restorer.sh        # there (device run, carry data/gpu_photos, timeout_s 540): $OUT
+#                                        # gets restorer.safetensors, checkpoint.json, probe.log and train.log
+# The repository's tracked files (57 MB) and the packed photos (8 MB) just fit the 64 MiB a device run carries.
 #
 # Settings by environment: DEVICE (cuda), BUDGET (seconds of training, 360), BATCH (64), WORKERS (all cores but
 # two), LR (peak, 2e-4), PROBE (steps timed to size the run, 200). The run's step count fills the budget at the
@@ -34,6 +35,11 @@ results=${OUT:-runs/restorer-gpu-results}
 run=$(mktemp -d)
 mkdir -p "$results"
 export PYTHONUNBUFFERED=1
+# the workers hand their batches over in shared memory (about 35 MB a batch of 64, two in flight per worker);
+# containers often give /dev/shm only 64 MB, so grow it where it is smaller than 4 GB
+if [ "$WORKERS" -gt 0 ] && [ "$(df --output=size -k /dev/shm | tail -1)" -lt 4000000 ]; then
+  mount -o remount,size=8G /dev/shm || echo "could not grow /dev/shm: lower WORKERS if the workers die"
+fi
 train() {  # steps, out folder
   python3 -m latentindigo train restorer --data "$photos" --out "$2" --init assets/restorer/restorer.safetensors \
     --blocks 1 1 11 --zoom 0.25 1 --steps "$1" --every $(( $1 / 4 > 0 ? $1 / 4 : 1 )) --batch "$BATCH" --crop 96 \
