@@ -4,7 +4,7 @@
 # Under 8 minutes in all with the defaults (a 200-step probe, then BUDGET seconds of training).
 #
 #   scripts/gpu_train_restorer.sh pack   # here, once: data/gpu_photos, the photo set small enough to travel
-#                                        # with the repository (training photos as JPEG quality 90, 7 MB)
+#                                        # with the repository (training photos as JPEG quality 90, 8 MB in all)
 #   scripts/gpu_train_restorer.sh        # there (device run, carry data/gpu_photos, timeout_s 540): $OUT
 #                                        # gets restorer.safetensors, checkpoint.json, probe.log and train.log
 # The repository's tracked files (57 MB) and the packed photos (8 MB) just fit the 64 MiB a device run carries.
