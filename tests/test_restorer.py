@@ -42,15 +42,15 @@ def test_restorer_training_lowers_the_loss_and_resumes(tmp_path, bf16, workers):
             return sum(torch.nn.functional.mse_loss(restorer(up, s, g), x).item() for x, up, s, g in fixed)
 
     run = tmp_path / "run"
-    info = train.train_restorer(root, run, steps=40, batch=4, crop=32, lr=3e-3, every=20, config=small, bf16=bf16,
+    info = train.train_restorer(root, run, steps=80, batch=4, crop=32, lr=3e-3, every=40, config=small, bf16=bf16,
                                 workers=workers)
     restorer = load_weights(Restorer, run / "restorer.safetensors")
-    assert loss(restorer) < 0.999 * loss(Restorer(**small))  # a fresh one is the bicubic upscale
+    assert loss(restorer) < 0.99 * loss(Restorer(**small))  # a fresh one is the bicubic upscale
     assert restorer.config == small
     assert set(info["validation"]) == set(train.RESTORER_VALIDATION)
-    again = train.train_restorer(root, run, steps=40, batch=4, crop=32, lr=3e-3, every=20, config=small, bf16=bf16,
+    again = train.train_restorer(root, run, steps=80, batch=4, crop=32, lr=3e-3, every=40, config=small, bf16=bf16,
                                  workers=workers)
-    assert again["step"] == 40 and len(again["history"]) == 2
+    assert again["step"] == 80 and len(again["history"]) == 2
 
 
 def test_a_restorer_grown_from_trained_weights_starts_as_the_trained_one(tmp_path):
