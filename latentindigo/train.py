@@ -1,5 +1,5 @@
 """Training on the CPU: the VAE and UNet of the bundled prior, the INNs with the estimator `F`, and the
-first-stage restorer `R`.
+first-stage restorer `R` (which also trains on a GPU, fed by worker processes: `RestorerBatches`).
 
 Every loop is resumable: `OUT/checkpoint.safetensors` holds the weights and the optimiser state
 (safetensors, so resuming never unpickles anything) and `OUT/checkpoint.json` the step and settings.
@@ -462,7 +462,7 @@ def restorer_validation(restorer: Restorer, photos: list[torch.Tensor]) -> dict:
         rows = []
         for i, x in enumerate(photos):
             up, scale, grid = upscaled_pair(x, degrade(x, replace(d, seed=100 + i)))
-            r = restorer(up.to(device), scale, grid.to(device)).float().clamp(0, 1).cpu()
+            r = restorer(up.to(device), scale, grid.to(device)).clamp(0, 1).cpu()
             up = up.clamp(0, 1)
             rows.append((psnr(r, x), ssim(r, x), psnr(up, x), ssim(up, x)))
         m = np.mean(rows, axis=0)
