@@ -231,8 +231,7 @@ def _train(args: argparse.Namespace) -> None:
         config = {"blocks": args.blocks} if args.blocks else None
         train.train_restorer(args.data, args.out, steps=args.steps, batch=args.batch, crop=args.crop, lr=args.lr,
                              seed=args.seed, every=args.every, config=config, init=args.init, zoom=tuple(args.zoom),
-                             bf16=args.bf16, device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
-                             workers=args.workers)
+                             bf16=args.bf16, device=args.device, workers=args.workers)
         if args.export:
             args.export.mkdir(parents=True, exist_ok=True)
             shutil.copy(args.out / "restorer.safetensors", args.export / "restorer.safetensors")

@@ -492,16 +492,16 @@ class RestorerBatches(torch.utils.data.IterableDataset):
 
 def train_restorer(data: Path, out: Path, steps: int = 4000, batch: int = 16, crop: int = 96, lr: float = 5e-4,
                    seed: int = 0, every: int = 250, config: dict | None = None, init: Path | None = None,
-                   zoom: tuple[float, float] = (0.25, 1.0), bf16: bool = False, device: str = "cpu",
+                   zoom: tuple[float, float] = (0.25, 1.0), bf16: bool = False, device: str | None = None,
                    workers: int = 0) -> dict:
     """Train R on random crops under the degradation pipeline at random scales (1-8x), minimising the mean over
     the batch of each pair's log MSE (maximising mean PSNR), optionally starting from the weights `init`.
     `bf16`: convolutions in bfloat16 (weights, loss and optimiser stay float32) on channels-last tensors, 2.3x
     the steps per second on a CPU with AVX-512 BF16 (0.38 s against 0.86 s per step of 12 here).
-    `workers`: processes that draw and degrade the crops (`RestorerBatches`); 0 on a 2-core CPU, most of the
-    cores on a GPU machine."""
+    `device`: cuda when available, as `load_prior`. `workers`: processes that draw and degrade the crops
+    (`RestorerBatches`); 0 on a 2-core CPU, most of the cores on a GPU machine."""
     torch.manual_seed(seed)
-    device = torch.device(device)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     restorer = Restorer(**(config or {}))
     if init is not None:
         grow_from(restorer, init)
