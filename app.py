@@ -45,8 +45,8 @@ if TYPE_CHECKING:
 
 EXAMPLES = ASSETS / "examples"
 # the sampler settings the Restore tab's controls set; their defaults are the chosen prior's tuned settings
-TUNED_CONTROLS = ("guidance", "steps", "refine", "refine_lr", "reg_every", "reg_strength", "latent_reg", "start", "eta",
-                  "colour_fix")
+TUNED_CONTROLS = ("realism", "guidance", "steps", "refine", "refine_lr", "reg_every", "reg_strength", "latent_reg",
+                  "start", "eta", "colour_fix")
 # the controls a result PNG's recipe sets
 RECIPE_CONTROLS = ("prior", "mode", "scale", "width", "height", "seed", "prompt") + TUNED_CONTROLS
 LATENT_REGS = [("spread matching (free)", "spread"), ("projection through the VAE", "projection")]
@@ -62,9 +62,12 @@ NAMED_PRIORS = {
 # Stop, the stopped run may not have ended in the browser yet, and the user's next Run must not be lost.
 RUN_TRIGGER = "always_last"
 MODES = [("LatentINN", "latent"), ("PixelINN", "pixel")]  # restore tab: where the INN guides
-METHOD_NAMES = {"latent": "LatentINN", "pixel": "PixelINN", "restorer": "restorer (first stage)",
-                "inn": "INN only", "bicubic": "bicubic", "sdedit": "SDEdit", "dps": "DPS"}
-COMPARE_METHODS = ("latent", "pixel", "restorer", "inn", "bicubic", "sdedit")
+METHOD_NAMES = {"latent": "LatentINN", "pixel": "PixelINN", "first-stage": "first stage (the start)",
+                "faithful": "faithful (restorer)", "realistic": "realistic (Real-ESRGAN)", "inn": "INN only",
+                "bicubic": "bicubic", "sdedit": "SDEdit", "dps": "DPS"}
+COMPARE_METHODS = ("latent", "pixel", "first-stage", "faithful", "realistic", "inn", "bicubic", "sdedit")
+# the fidelity-realism presets: the realism control and the sampler's fresh noise (none where only fidelity counts)
+LOOKS = ("Fidelity", "Balanced", "Realistic")
 PHASE_COLOURS = {"guidance": "#4f46e5", "refinement": "#f59e0b", "regularisation": "#10b981"}
 MAX_UPLOAD = "64mb"
 UPDATE_EVERY = 0.25  # seconds between streamed status/plot updates (previews and the result always go)
@@ -285,7 +288,8 @@ def restore(image: str | None, prior: str | None = None, mode: str = "latent", g
             steps: int | None = None, scale: float = 4.0, width: int = 0, height: int = 0, seed: int = -1,
             refine: bool | None = None, refine_lr: float | None = None, reg_every: int | None = None,
             reg_strength: float | None = None, latent_reg: str | None = None, start: float | None = None,
-            eta: float | None = None, colour_fix: bool | None = None, prompt: str = "", sent: float | None = None,
+            eta: float | None = None, colour_fix: bool | None = None, prompt: str = "", realism: float | None = None,
+            sent: float | None = None,
             request: gr.Request = None, progress=gr.Progress()):
     """Restore one photo. Streams (preview, consistency plot, status, (before, after), PNG file, seed used,
     estimated degradation, seconds); the last update carries the result. A sampler setting left out (None) is
@@ -299,7 +303,8 @@ def restore(image: str | None, prior: str | None = None, mode: str = "latent", g
     spec = prior or MODELS.default
     size = output_size(photo, width, height)
     given = dict(guidance=guidance, steps=steps, refine=refine, refine_lr=refine_lr, reg_every=reg_every,
-                 reg_strength=reg_strength, latent_reg=latent_reg, start=start, eta=eta, colour_fix=colour_fix)
+                 reg_strength=reg_strength, latent_reg=latent_reg, start=start, eta=eta, colour_fix=colour_fix,
+                 realism=realism)
     library = Settings()  # (its field types: the browser sends numbers as floats)
     settings = MODELS.settings(prior, method=mode, seed=pick_seed(seed), size=size,
                                scale=None if size else float(scale),
@@ -327,13 +332,16 @@ def restore(image: str | None, prior: str | None = None, mode: str = "latent", g
                         break
                     if job.stop.is_set():
                         shows = ("; the preview shows the last estimate" if job.total else
-                                 "; the preview shows the first stage (restorer)" if first_stage else "")
+                                 f"; the preview shows the first stage ({first_stage_name(settings)})" if first_stage
+                                 else "")
                         yield restore_update(status=f"{job.stopped()}{shows}.")
                         return
-                    if isinstance(event, FirstStage):  # R(y): shown while the first diffusion step runs
+                    if isinstance(event, FirstStage):  # the start: shown while the first diffusion step runs
                         yield restore_update(
-                            preview=gr.Image(value=event.image, label="Live preview: first stage (restorer)"),
-                            status=f"**First stage** (restorer) in {event.seconds:.1f} s · diffusion starting…")
+                            preview=gr.Image(value=event.image,
+                                             label=f"Live preview: first stage ({first_stage_name(settings)})"),
+                            status=f"**First stage** ({first_stage_name(settings)}) in {event.seconds:.1f} s · "
+                                   "diffusion starting…")
                         first_stage = True
                         continue
                     job.step, job.total = event.step, event.total
@@ -369,6 +377,17 @@ def restore(image: str | None, prior: str | None = None, mode: str = "latent", g
                    f"{m.consistency_psnr:.1f} dB{note}.",
             result=(before, png), png=png, seed=settings.seed, estimate=str(done.estimate),
             seconds=round(done.seconds, 2), maps=gallery, show="result")
+
+
+def first_stage_name(settings: Settings) -> str:
+    if settings.realism == 0:
+        return "restorer"
+    return "Real-ESRGAN's detail on the restorer" if settings.realism == 1 else f"realism {settings.realism:g}"
+
+
+def look_controls(look: str, tuned: Settings) -> list:
+    """(realism, eta) of a fidelity-realism preset; Balanced is the prior's tuned default."""
+    return {"Fidelity": [0.0, 0.0], "Balanced": [tuned.realism, tuned.eta], "Realistic": [1.0, 1.0]}[look]
 
 
 def show_on_result(show: str, result, gallery, png) -> tuple | None:
@@ -574,6 +593,12 @@ def build_demo(specs: list[str], device: str | None = None, threads: int = 0,
                         mode = gr.Radio(MODES, value="latent", label="Mode",
                                         info="where the INN enforces the photo's content: LatentINN guides in "
                                              "latent space (fast), PixelINN in pixels (decode + encode a step)")
+                        look = gr.Radio(list(LOOKS), value="Balanced", label="Look", elem_id="look",
+                                        info="Fidelity: the restorer, closest to the photo; Realistic: "
+                                             "Real-ESRGAN's crisp detail on the restorer's coarse content")
+                        realism = Slider(0, 1, value=tuned.realism, step=0.05, label="Realism", elem_id="realism",
+                                         info="0: faithful (highest PSNR, soft), 1: realistic (natural texture, "
+                                              "some invented structure)")
                         guidance = Slider(0, 2, value=tuned.guidance, step=0.05, label="Guidance strength",
                                           info="0: free prior, 1: the photo's coarse content replaces the estimate's")
                         steps = Slider(1, 200, value=tuned.steps, step=1, label="Steps", elem_id="steps")
@@ -607,7 +632,7 @@ def build_demo(specs: list[str], device: str | None = None, threads: int = 0,
                                              info="fresh noise per step: 0 deterministic (DDIM), 1 as DDPM; "
                                                   "more gives more texture")
                             colour_fix = gr.Checkbox(tuned.colour_fix, label="Colour fix",
-                                                     info="coarse content from the first-stage restorer, fine detail from the diffusion")
+                                                     info="coarse content from the first stage, fine detail from the diffusion")
                             prompt = prompt_box(MODELS.default, value="", label="Prompt", max_length=500, lines=1,
                                                 elem_id="prompt", info="text-conditioned priors only")
                         with gr.Row():
@@ -628,7 +653,7 @@ def build_demo(specs: list[str], device: str | None = None, threads: int = 0,
                         show = gr.Radio(SHOW_ON_RESULT, value="result", label="Show on the result", elem_id="show",
                                         info="consistency map: where the result disagrees with the photo (through "
                                              "the forward model); invented detail: what diffusion added over the "
-                                             "first-stage restorer's estimate")
+                                             "first stage")
                         maps_gallery = gr.Gallery(label="Maps", format="png", columns=2, height=200,
                                                   object_fit="contain", elem_id="maps")
                         with gr.Row():
@@ -641,7 +666,7 @@ def build_demo(specs: list[str], device: str | None = None, threads: int = 0,
                 run_button.click(
                     restore,
                     inputs=[image, prior, mode, guidance, steps, scale, width, height, seed, refine, refine_lr,
-                            reg_every, reg_strength, latent_reg, start, eta, colour_fix, prompt, sent],
+                            reg_every, reg_strength, latent_reg, start, eta, colour_fix, prompt, realism, sent],
                     outputs=[preview, plot, status, result, png, seed_used, estimate, seconds, maps_gallery, show],
                     api_name="restore", concurrency_limit=1, concurrency_id="device", show_progress="full",
                     show_progress_on=[result], trigger_mode=RUN_TRIGGER, js=SENT_AT)
@@ -654,7 +679,9 @@ def build_demo(specs: list[str], device: str | None = None, threads: int = 0,
                              api_visibility="private")
                 controls = dict(guidance=guidance, steps=steps, refine=refine, refine_lr=refine_lr, reg_every=reg_every,
                                 reg_strength=reg_strength, latent_reg=latent_reg, start=start, eta=eta,
-                                colour_fix=colour_fix)
+                                colour_fix=colour_fix, realism=realism)
+                look.input(lambda chosen, spec: look_controls(chosen, MODELS.settings(spec)), [look, prior],
+                           [realism, eta], queue=False, show_progress="hidden", api_visibility="private")
                 # (input: the user's pick only; a recipe sets the prior and its own settings together)
                 prior.input(tuned_controls, prior, [controls[name] for name in TUNED_CONTROLS],
                             queue=False, show_progress="hidden", api_visibility="private")
@@ -714,7 +741,7 @@ def build_demo(specs: list[str], device: str | None = None, threads: int = 0,
                             l_noise = Slider(0, 50, value=5, step=0.5, label="Noise", info="sigma, 8-bit levels")
                             l_jpeg = Slider(10, 100, value=75, step=1, label="JPEG quality", info="100: no JPEG")
                         l_dseed = Number(0, minimum=0, maximum=2**31 - 1, precision=0, label="Degradation seed")
-                        l_methods = methods_box(["latent", "restorer", "bicubic"])
+                        l_methods = methods_box(["latent", "faithful", "realistic", "bicubic"])
                         l_prior = prior_dropdown()
                         l_steps = Slider(1, 200, value=tuned.steps, step=1, label="Steps", elem_id="lab-steps")
                         l_seed = Number(0, minimum=-1, maximum=2**31 - 1, precision=0, label="Seed",

@@ -57,7 +57,9 @@ def _restore(args: argparse.Namespace) -> None:
         prior = load_prior_for(args)
         if saved and saved.get("prior") and saved["prior"].get("prompt") and prior.encode_prompt is not None:
             prior.set_prompt(*saved["prior"]["prompt"])
-    pixel = load_pixel_models()
+    pixel = load_pixel_models(realistic=args.first_stage_weights)
+    if settings.uses_realistic:
+        pixel.realistic_model()  # a missing package or a bad weights file: one line before the progress bar
     if saved and (changed := recipe.differences(saved, image, prior, pixel)):
         print(f"warning: {args.recipe_from.name} may not be reproduced exactly: {'; '.join(changed)} "
               "differ from its recipe", file=sys.stderr)
@@ -85,7 +87,8 @@ def _restore_dir(args: argparse.Namespace) -> None:
     from latentindigo.batch import restore_dir
 
     summary = restore_dir(args.input_dir, args.output_dir, settings_from_args(args), prior_spec=args.prior,
-                          recursive=args.recursive, device=args.device, quiet=args.quiet)
+                          recursive=args.recursive, device=args.device, quiet=args.quiet,
+                          first_stage_weights=args.first_stage_weights)
     if summary.exit_status:
         sys.exit(summary.exit_status)  # 0: all restored or already done, 1: some images failed, 2: usage error
 
@@ -141,12 +144,13 @@ def calibration_bar():
 def add_restore_options(p: argparse.ArgumentParser) -> None:
     """The sampler options default to None: the prior's tuned settings (`sampler_settings.json` in its folder),
     else the library's."""
-    from latentindigo.settings import LATENT_REGULARISERS, METHODS, Settings
+    from latentindigo.settings import LATENT_REGULARISERS, METHODS, Settings, settings_for
 
     d = Settings()
     p.epilog = ("Sampler options left out take the prior's tuned settings (sampler_settings.json in its folder; the "
                 "bundled mini has one), else the library defaults shown in parentheses.")
-    p.add_argument("--method", choices=METHODS, default=d.method, help="latent/pixel: LatentINDIGO; others: baselines")
+    p.add_argument("--method", choices=METHODS, default=d.method, help="latent/pixel: LatentINDIGO; faithful, realistic, first-stage (the start at "
+                   "--realism): the first stages; others: baselines")
     p.add_argument("--prior", default="mini", help="mini (bundled), sd21, a diffusers folder or hub id[@revision], "
                    "tiny-random or sd21-random")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
@@ -178,6 +182,13 @@ def add_restore_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--colour-fix-levels", type=int, metavar="N",
                    help="the colour fix keeps the N finest wavelet bands from the diffusion, the rest from the "
                         f"first stage, 1-6 ({d.colour_fix_levels})")
+    p.add_argument("--realism", type=float, metavar="R",
+                   help="fidelity-realism control, 0-1: 0 starts from the faithful restorer, 1 from Real-ESRGAN's "
+                        f"detail on the restorer's coarse content ({d.realism:g}; the bundled mini: "
+                        f"{settings_for('mini').realism:g})")
+    p.add_argument("--first-stage-weights", type=Path, metavar="FILE",
+                   help="your own ESRGAN-family model (.safetensors, or a .pth state dict, read without unpickling "
+                        "objects) as the realistic first stage instead of Real-ESRGAN x4plus")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -187,13 +198,14 @@ def _evaluate(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
     from latentindigo.evaluate import evaluate, markdown, pairs
+    from latentindigo.sampler import load_pixel_models
     from latentindigo.settings import DIFFUSION_METHODS
 
     settings = settings_from_args(args)
     prior = load_prior_for(args) if set(args.methods) & set(DIFFUSION_METHODS) else None
     bar = tqdm(total=len(pairs(args.gt, args.lq)) * len(args.methods), file=sys.stderr, disable=args.quiet)
     table = evaluate(args.gt, args.lq, prior, tuple(args.methods), settings,
-                     progress=lambda method: (bar.set_description(method), bar.update()))
+                     pixel=load_pixel_models(realistic=args.first_stage_weights), progress=lambda method: (bar.set_description(method), bar.update()))
     bar.close()
     print(markdown(table))
     if args.json:

@@ -141,20 +141,26 @@ def check_settings(settings) -> None:
 
 
 def restore_dir(in_dir: str | os.PathLike, out_dir: str | os.PathLike, settings, *, prior_spec: str = "mini",
-                recursive: bool = False, device: str | None = None, quiet: bool = False, prior=None) -> Summary:
+                recursive: bool = False, device: str | None = None, quiet: bool = False, prior=None,
+                first_stage_weights: Path | None = None) -> Summary:
     """Restore the images of `in_dir` into `out_dir` (see the module docstring); returns counts over all processes.
 
     Call it in every process of an `accelerate launch`; plain Python is a single process. `device`: None for
     the process's accelerate device, "cpu" to force the CPU, or a torch device for a single process.
     `prior`: an already loaded prior (otherwise `prior_spec` is loaded once per process, when first needed).
+    `first_stage_weights`: a user's ESRGAN-family file for the realistic first stage.
     Raises UserError for mistakes that concern the whole run; a bad image only counts as failed.
     """
     from tqdm import tqdm
 
+    from latentindigo.sampler import load_pixel_models
     from latentindigo.settings import DIFFUSION_METHODS
 
     in_dir, out_dir = Path(in_dir), Path(out_dir)
     check_settings(settings)
+    pixel = load_pixel_models(realistic=first_stage_weights)
+    if settings.uses_realistic:
+        pixel.realistic_model()  # a missing package or a bad weights file concerns every image: not caught
     jobs = plan(in_dir, out_dir, recursive)
     state, device = _state(device)
     index, num = state.process_index, state.num_processes
@@ -184,7 +190,7 @@ def restore_dir(in_dir: str | os.PathLike, out_dir: str | os.PathLike, settings,
         with _JsonLines(out_dir / f"{MANIFEST}.part-{index}.jsonl") as manifest, \
                 _JsonLines(out_dir / f"{ERRORS}.part-{index}.jsonl") as errors, bar:
             for job in pending:
-                record, error = _restore_one(job, settings, get_prior, run_info)
+                record, error = _restore_one(job, settings, get_prior, pixel, run_info)
                 if error is None:
                     manifest.write(record)
                     restored += 1
@@ -368,13 +374,13 @@ def _remove_stale_temps(jobs: list[Job]) -> None:
                 Path(entry.path).unlink(missing_ok=True)
 
 
-def _restore_one(job: Job, settings, get_prior, run_info: dict) -> tuple[dict | None, str | None]:
+def _restore_one(job: Job, settings, get_prior, pixel, run_info: dict) -> tuple[dict | None, str | None]:
     """Restore one image: (its manifest line, None), or (None, a line naming the file and what went wrong).
 
     `run_info`: the manifest fields that are the same for every image of a process (input_dir, prior, process).
     """
     from latentindigo.recipe import png_text, recipe
-    from latentindigo.sampler import load_pixel_models, run
+    from latentindigo.sampler import run
 
     t0 = time.perf_counter()
     try:
@@ -386,7 +392,6 @@ def _restore_one(job: Job, settings, get_prior, run_info: dict) -> tuple[dict | 
     prior = get_prior()
     t0 += time.perf_counter() - loading  # loading the prior is not part of this image's time
     try:
-        pixel = load_pixel_models()
         done = run(image, settings, prior, pixel)
         save_png(done.image, job.output, text=png_text(recipe(done, image, prior, pixel)))
     except Exception as e:  # noqa: BLE001

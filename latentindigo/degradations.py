@@ -261,3 +261,14 @@ def effective_noise(d: Degradation, size: tuple[int, int] = (64, 64)) -> float:
         return p and replace(p, noise=0.0, poisson_peak=0.0, second=quiet(p.second))
 
     return float((degrade(grey, d) - degrade(grey, quiet(d))).std() * 255)
+
+
+def low_band(x: torch.Tensor, levels: int) -> torch.Tensor:
+    """What `levels` dilated 3x3 binomial blurs (dilations 1, 2, 4, ...) leave of x: a smooth wavelet low band
+    (a Haar band would add block edges)."""
+    kernel = torch.tensor([1.0, 2.0, 1.0], device=x.device, dtype=x.dtype)
+    kernel = (kernel[:, None] * kernel[None, :] / 16).expand(x.shape[1], 1, 3, 3)
+    for level in range(levels):
+        d = 2**level
+        x = F.conv2d(pad_edges(x, (d, d, d, d)), kernel, groups=x.shape[1], dilation=d)
+    return x

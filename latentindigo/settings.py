@@ -17,7 +17,7 @@ ASSETS = Path(__file__).resolve().parent.parent / "assets"
 BUNDLED_PRIOR = ASSETS / "mini"  # the spec `mini`
 TUNED_FILE = "sampler_settings.json"
 
-METHODS = ("latent", "pixel", "restorer", "bicubic", "inn", "sdedit", "dps")
+METHODS = ("latent", "pixel", "faithful", "realistic", "first-stage", "bicubic", "inn", "sdedit", "dps")
 DIFFUSION_METHODS = ("latent", "pixel", "sdedit", "dps")
 LATENT_REGULARISERS = ("spread", "projection")
 MAX_OUTPUT_PIXELS = 4096 * 4096  # default; LATENTINDIGO_MAX_OUTPUT_PIXELS overrides it
@@ -49,10 +49,18 @@ class Settings:
     # how many of the finest wavelet bands the colour fix keeps from the diffusion (the rest is R(y)'s): as many
     # as the prior adds true detail in
     colour_fix_levels: int = 2
+    # the fidelity-realism control: 0 starts from the faithful first stage (the restorer), 1 from the realistic one
+    # (Real-ESRGAN) on the faithful stage's coarse bands; between: `first_stages.combine`
+    realism: float = 0.0
     seed: int = 0
     size: tuple[int, int] | None = None  # output (width, height)
     scale: float | None = None  # output / input size, when no size is given
     cfg_scale: float = 1.0  # classifier-free guidance, text-conditioned priors only
+
+    @property
+    def uses_realistic(self) -> bool:
+        """Whether the run needs the realistic first stage."""
+        return self.method == "realistic" or (self.realism > 0 and self.method in ("first-stage", *DIFFUSION_METHODS))
 
     def output_size(self, width: int, height: int) -> tuple[int, int]:
         """(width, height) of the output for an input of width x height."""
@@ -80,6 +88,8 @@ class Settings:
         if self.refine_lr < 0 or self.reg_every < 0 or not 0 <= self.reg_strength <= 1:
             raise UserError("refinement learning rate, regularisation period and strength must not be negative"
                              " (strength at most 1)")
+        if not 0 <= self.realism <= 1:
+            raise UserError(f"realism must be between 0 (faithful) and 1 (realistic), not {self.realism}")
         if not 1 <= self.colour_fix_levels <= 6:
             raise UserError(f"colour fix levels must be between 1 and 6, not {self.colour_fix_levels}")
         if not 0 <= self.cfg_scale <= 30:
@@ -99,7 +109,7 @@ class Settings:
 
 # what a prior's sampler_settings.json may set: how to sample, not what to make (method, size, seed)
 TUNABLE = ("steps", "guidance", "start", "refine", "refine_lr", "reg_every", "reg_strength", "eta", "latent_reg",
-           "colour_fix", "colour_fix_levels", "cfg_scale")
+           "colour_fix", "colour_fix_levels", "cfg_scale", "realism")
 
 
 def local_folder(spec: str) -> Path | None:

@@ -183,7 +183,7 @@ def test_compare_and_lab_tabs(page, shots):
     set_number(page, "#compare-steps", 4)
     page.click("#compare-button")
     status_contains(page, "#compare-status", "Done")
-    assert page.locator("#compare-gallery img").count() == 6  # every method, the restorer among them
+    assert page.locator("#compare-gallery img").count() == 8  # every method (COMPARE_METHODS), the first stages among them
     page.wait_for_timeout(500)
     page.screenshot(path=str(shots / "compare.png"), full_page=True)
 

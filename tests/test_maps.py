@@ -19,7 +19,7 @@ def painted(x: torch.Tensor, top: int, left: int, side: int) -> torch.Tensor:
 
 
 def test_an_output_equal_to_the_first_stage_shows_no_invented_detail(photo, fresh_pixel_models):
-    done = run(photo, Settings(method="restorer", scale=4, seed=0), None, fresh_pixel_models)
+    done = run(photo, Settings(method="faithful", scale=4, seed=0), None, fresh_pixel_models)
     m = maps(done)
     assert m.invented.shape == done.tensor.shape[-2:] and m.invented.abs().max() == 0
     assert m.consistency.shape == (photo.height, photo.width)
@@ -27,7 +27,7 @@ def test_an_output_equal_to_the_first_stage_shows_no_invented_detail(photo, fres
 
 
 def test_a_painted_in_square_shows_up_where_it_was_painted(photo, fresh_pixel_models):
-    done = run(photo, Settings(method="restorer", scale=4, seed=0), None, fresh_pixel_models)
+    done = run(photo, Settings(method="faithful", scale=4, seed=0), None, fresh_pixel_models)
     square = painted(done.tensor, top=40, left=60, side=48)  # output pixels; input pixels 10..22, 15..27
     invented = invented_detail(square, done.first_stage)
     box = torch.zeros_like(invented, dtype=torch.bool)

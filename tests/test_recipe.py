@@ -25,7 +25,7 @@ def saved(tmp_path, photo, fresh_pixel_models):
         files.append(tmp_path / name / f"{name}.safetensors")
         save_weights(module, files[-1])
     pixel = replace(fresh_pixel_models, files=tuple(files))
-    done = run(photo, Settings(method="restorer", scale=2, seed=3), None, pixel)
+    done = run(photo, Settings(method="faithful", scale=2, seed=3), None, pixel)
     path = save_png(done.image, tmp_path / "result.png", text=recipe.png_text(recipe.recipe(done, photo, None, pixel)))
     return path, pixel
 
@@ -33,8 +33,8 @@ def saved(tmp_path, photo, fresh_pixel_models):
 def test_a_rerun_with_the_same_version_weights_and_input_differs_in_nothing(saved, photo):
     path, pixel = saved
     data = recipe.read_recipe(path)
-    assert data["version"] == __version__ and data["method"] == "restorer" and data["prior"] is None
-    assert recipe.settings_of(data) == Settings(method="restorer", scale=2, seed=3)
+    assert data["version"] == __version__ and data["method"] == "faithful" and data["prior"] is None
+    assert recipe.settings_of(data) == Settings(method="faithful", scale=2, seed=3)
     assert recipe.differences(data, photo, None, pixel) == []
 
 

@@ -30,7 +30,7 @@ def test_small_outputs_whose_latent_the_unet_cannot_halve_are_padded(method, pho
 
 
 def test_the_estimate_shows_the_scale_the_output_has(photo, fresh_pixel_models):
-    done = run(photo, Settings(method="restorer", scale=3), None, fresh_pixel_models)
+    done = run(photo, Settings(method="faithful", scale=3), None, fresh_pixel_models)
     assert done.estimate.scale == pytest.approx(3, rel=0.02)
     assert str(done.estimate).startswith("scale x3.0, JPEG ")
 

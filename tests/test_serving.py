@@ -67,8 +67,8 @@ def test_run_costs_fit_a_fixed_part_and_a_part_per_step():
     assert costs.estimate("mini", "latent", 20, 1_000_000) == pytest.approx(5.5)
     assert costs.estimate("mini", "pixel", 20, 1_000_000) is None  # another method: not measured yet
     assert costs.estimate("other", "latent", 20, 1_000_000) is None  # another prior
-    costs.record("mini", finished("restorer", 25, megapixels * 0.3))
-    assert costs.estimate("mini", "restorer", 50, 2_000_000) == pytest.approx(0.6)  # no steps: per pixel only
+    costs.record("mini", finished("faithful", 25, megapixels * 0.3))
+    assert costs.estimate("mini", "faithful", 50, 2_000_000) == pytest.approx(0.6)  # no steps: per pixel only
 
 
 def test_run_costs_keep_the_most_recent_runs():
