@@ -322,7 +322,7 @@ def restore(image: str | None, prior: str | None = None, mode: str = "latent", g
                     yield restore_update(status=line)
             diffusion_prior = MODELS.prior(prior)
             use_prompt(diffusion_prior, prompt)
-            rows, pacer, last_update, done, first_stage = [], None, 0.0, None, False
+            rows, pacer, last_update, done, first_stage = [], None, 0.0, None, None
             phases = ["guidance"] + ["refinement"] * settings.refine + ["regularisation"] * (settings.reg_every > 0)
             events = sample(photo, settings, diffusion_prior, load_pixel_models())
             try:
@@ -332,17 +332,18 @@ def restore(image: str | None, prior: str | None = None, mode: str = "latent", g
                         break
                     if job.stop.is_set():
                         shows = ("; the preview shows the last estimate" if job.total else
-                                 f"; the preview shows the first stage ({first_stage_name(settings)})" if first_stage
-                                 else "")
+                                 f"; the preview shows the first stage ({first_stage_name(first_stage)})"
+                                 if first_stage is not None else "")
                         yield restore_update(status=f"{job.stopped()}{shows}.")
                         return
                     if isinstance(event, FirstStage):  # the start: shown while the first diffusion step runs
                         yield restore_update(
                             preview=gr.Image(value=event.image,
-                                             label=f"Live preview: first stage ({first_stage_name(settings)})"),
-                            status=f"**First stage** ({first_stage_name(settings)}) in {event.seconds:.1f} s · "
-                                   "diffusion starting…")
-                        first_stage = True
+                                             label=f"Live preview: first stage ({first_stage_name(event.realism)})"),
+                            status=f"**First stage** ({first_stage_name(event.realism)}) in {event.seconds:.1f} s · "
+                                   + ("diffusion starting…" if event.realism == settings.realism else
+                                      "realistic stage running…"))
+                        first_stage = event.realism
                         continue
                     job.step, job.total = event.step, event.total
                     progress((event.step, event.total), desc=event.phase)
@@ -379,10 +380,10 @@ def restore(image: str | None, prior: str | None = None, mode: str = "latent", g
             seconds=round(done.seconds, 2), maps=gallery, show="result")
 
 
-def first_stage_name(settings: Settings) -> str:
-    if settings.realism == 0:
+def first_stage_name(realism: float) -> str:
+    if realism == 0:
         return "restorer"
-    return "Real-ESRGAN's detail on the restorer" if settings.realism == 1 else f"realism {settings.realism:g}"
+    return "Real-ESRGAN's detail on the restorer" if realism == 1 else f"realism {realism:g}"
 
 
 def look_controls(look: str, tuned: Settings) -> list:

@@ -68,22 +68,49 @@ MAX_BLOCKS = 4096
 def jpeg_quality(y: torch.Tensor) -> float:
     """The libjpeg quality an image was last saved at, or 100 when it shows no JPEG quantisation.
 
-    A decoded JPEG's 8x8 block DCT coefficients (luma, blocks anchored at the origin) sit near multiples of the
-    quantisation steps. For each quality, the lowest 4x4 frequencies' coefficients that are not quantised to
-    zero are scored by how close they sit to that quality's lattice (the mean of cos(2 pi c / step)); the
-    answer is the lowest quality whose lattice fits (a finer lattice also contains the points of a coarser
-    one), averaged over the qualities with the same steps."""
+    A decoded JPEG's 8x8 block DCT coefficients (luma) sit near multiples of the quantisation steps. For each
+    quality, the lowest 4x4 frequencies' coefficients that are not quantised to zero are scored by how close
+    they sit to that quality's lattice (the mean of cos(2 pi c / step)); the answer is the lowest quality whose
+    lattice fits (a finer lattice also contains the points of a coarser one), averaged over the qualities with
+    the same steps. The block grid is found first: a JPEG cropped at an offset that is not a multiple of 8 has
+    its blocks at one of 64 phases, and only there do the coefficients sit on a lattice."""
     rgb = (y[0, :3].detach().cpu().double().clamp(0, 1) * 255).round()
     luma = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2] - 128
+    # the grid: the phase whose blocks fit the coarsest lattice (off the grid, only fine lattices fit by chance),
+    # the closest fit among equals
+    fits = {phase: _lattice_fit(_blocks(luma, rgb, phase, PHASE_BLOCKS)) for phase in
+            [(dy, dx) for dy in range(8) for dx in range(8)]}
+    fits = {phase: found for phase, found in fits.items() if found is not None}
+    if not fits:
+        return 100.0
+    grid = min(fits, key=lambda phase: (fits[phase][0], -fits[phase][1]))
+    found = _lattice_fit(_blocks(luma, rgb, grid, MAX_BLOCKS))
+    return 100.0 if found is None else found[0]
+
+
+PHASE_BLOCKS = 64  # blocks per phase while looking for the grid (enough to tell a lattice from chance)
+
+
+def _blocks(luma: torch.Tensor, rgb: torch.Tensor, phase: tuple[int, int], limit: int) -> torch.Tensor:
+    """The whole 8x8 blocks of `luma` on the grid starting at `phase` (row, column), at most `limit` of them
+    spread evenly, leaving out blocks with clipped pixels (black or white are off the lattice)."""
+    dy, dx = phase
+    luma, rgb = luma[dy:, dx:], rgb[:, dy:, dx:]
     H, W = luma.shape[0] // 8 * 8, luma.shape[1] // 8 * 8
     if H == 0 or W == 0:
-        return 100.0
+        return luma.new_zeros(0, 8, 8)
     blocks = luma[:H, :W].reshape(H // 8, 8, W // 8, 8).permute(0, 2, 1, 3).reshape(-1, 8, 8)
-    # clipped pixels (black or white) are off the lattice: leave out their blocks
     clipped = ((rgb[:, :H, :W] == 0) | (rgb[:, :H, :W] == 255)).any(dim=0)
     blocks = blocks[~clipped.reshape(H // 8, 8, W // 8, 8).any(dim=(1, 3)).flatten()]
-    if len(blocks) > MAX_BLOCKS:  # evenly spread blocks tell the lattice as well; all of a large photo take GBs
-        blocks = blocks[torch.linspace(0, len(blocks) - 1, MAX_BLOCKS).long()]
+    if len(blocks) > limit:  # evenly spread blocks tell the lattice as well; all of a large photo take GBs
+        blocks = blocks[torch.linspace(0, len(blocks) - 1, limit).long()]
+    return blocks
+
+
+def _lattice_fit(blocks: torch.Tensor) -> tuple[float, float] | None:
+    """(quality, fit ratio) of the coarsest quantisation lattice these blocks' coefficients sit on, or None."""
+    if len(blocks) == 0:
+        return None
     dct = _dct8()
     coefficients = (dct @ blocks @ dct.T)[:, :4, :4].reshape(len(blocks), 16)[:, 1:]  # (N, 15) AC
     qualities = torch.arange(1, 101)
@@ -94,10 +121,10 @@ def jpeg_quality(y: torch.Tensor) -> float:
     n = counted.sum(dim=(1, 2))
     fits = (n >= 12) & (fit > 0.5 * n)
     if not fits.any():
-        return 100.0
+        return None
     lowest = int(fits.nonzero()[0])
     same = (steps == steps[lowest]).all(dim=1)
-    return float(qualities[same].double().mean())
+    return float(qualities[same].double().mean()), float(fit[lowest] / n[lowest])
 
 
 def encode_targets(scale: float, blur: float, noise: float, jpeg: float) -> list[float]:

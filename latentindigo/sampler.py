@@ -1,7 +1,7 @@
 """The LatentINDIGO sampler (DESIGN section 3) and its baselines, as a generator of step events.
 
     for event in restore(image, Settings(method="latent", scale=4), prior):
-        if isinstance(event, FirstStage): show(event.image)  # R(y), before the first step
+        if isinstance(event, FirstStage): show(event.image)  # the start, before the first step
         if isinstance(event, Step): show(event.preview)      # decoded lazily, only when asked for
         if isinstance(event, Done): event.image.save("out.png")  # the last event
 
@@ -107,11 +107,13 @@ class Step:
 
 @dataclass
 class FirstStage:
-    """The first-stage estimate R(y), yielded by the diffusion methods before their first step: what the output
-    is built on (the start, the guidance target, the colour reference), so the demo shows it at once."""
+    """A first-stage estimate, yielded by the diffusion methods before their first step, so the demo shows it at
+    once: the start the output is built on (realism = the control's value). With realism > 0 the faithful stage
+    R(y) comes first (realism 0), shown while the realistic stage runs."""
 
     tensor: torch.Tensor = field(repr=False)  # (1, 3, H, W) in [0, 1]
     seconds: float  # since `restore` was called
+    realism: float = 0.0
 
     @property
     def image(self) -> Image.Image:
@@ -166,22 +168,24 @@ def restore(image: Image.Image, settings: Settings, prior: Prior | None = None,
     elif settings.method == "realistic":
         out = realistic_estimate(pixel.realistic_model(), y, size)
     else:
-        # R(y), the faithful stage: the guidance target and the consistency reference; the estimate holds the
-        # JPEG quality read off y
+        # R(y), the faithful stage: the guidance target; the estimate holds the JPEG quality read off y
         x_faithful = restore_first_stage(pixel.restorer, y, size, estimate.jpeg)
+        if settings.method in DIFFUSION_METHODS and settings.realism > 0:
+            yield FirstStage(tensor=x_faithful, seconds=time.perf_counter() - t0)
         # the start: the faithful stage walked towards the realistic one by the realism control
         x_first = x_faithful if settings.realism == 0 else combine(
             x_faithful, realistic_estimate(pixel.realistic_model(), y, size), settings.realism, estimate.scale)
         if settings.method in ("faithful", "first-stage"):
             out = x_first if settings.method == "first-stage" else x_faithful
         else:
-            yield FirstStage(tensor=x_first, seconds=time.perf_counter() - t0)
+            yield FirstStage(tensor=x_first, seconds=time.perf_counter() - t0, realism=settings.realism)
             out, refined = yield from _diffuse(y, x_first, x_faithful, size, levels, gamma, settings, prior, pixel)
             forward_model = refined if settings.method == "pixel" else pixel.inn
         if settings.method in ("latent", "pixel"):
             if settings.colour_fix:
                 out = wavelet_colour_fix(out, x_first, settings.colour_fix_levels)
-            # towards R(y) downscaled, not y: back-projecting onto y put its noise and JPEG blocks back
+            # towards the start downscaled, not y: back-projecting onto y put its noise and JPEG blocks back (and
+            # onto R(y) downscaled took 0.25 dB from a start at realism 0.65: scripts/measure_realism.py's curves)
             out = final_consistency(out.clamp(0, 1), resize(x_first, tuple(y.shape[-2:]), "bicubic"))
     out = out.clamp(0, 1)
     trained = prior.latent_inn_trained if settings.method == "latent" else None

@@ -1,7 +1,9 @@
-"""Side-by-side grid for the README: input, bicubic, restorer, pixel, latent and ground truth on evaluation pairs.
+"""Side-by-side grid for the README: input, bicubic, each first stage, the start, PixelINN and LatentINN (the
+prior's tuned settings, realism included) and the ground truth on evaluation pairs.
 
     python -m scripts.eval_grid [--prior mini] [--names astronaut_1 coffee_1 ...] [--out docs/eval_grid.png]
     python -m scripts.eval_grid --real assets/examples/coins.png --box 0 0 96 64 --out docs/real_coins.png
+    python -m scripts.eval_grid --real assets/examples/hopper.png --box 24 8 104 88 --out docs/real_hopper.png
 
 Each row is one pair of the evaluation set (see scripts/make_eval_set.py) restored with default settings;
 the input is shown enlarged with nearest-neighbour so its pixels stay visible. With `--real`, one real
@@ -19,7 +21,10 @@ from latentindigo.priors import load_prior
 from latentindigo.sampler import run
 from latentindigo.settings import DIFFUSION_METHODS, settings_for
 
-COLUMNS = ("input", "bicubic", "restorer", "pixel", "latent", "ground truth")
+# label -> method ("input" and "ground truth" are the pair's own images)
+COLUMNS = {"input": None, "bicubic": "bicubic", "faithful": "faithful", "Real-ESRGAN": "realistic",
+           "start": "first-stage", "PixelINN": "pixel", "LatentINN (default)": "latent", "ground truth": None}
+METHODS = [method for method in COLUMNS.values() if method]
 
 
 def main() -> None:
@@ -44,7 +49,7 @@ def main() -> None:
     for r, (gt_path, lq_path) in enumerate(chosen):
         gt, lq = load_image(gt_path), load_image(lq_path)
         cells = [lq.resize(gt.size, Image.Resampling.NEAREST)]
-        for method in COLUMNS[1:-1]:
+        for method in METHODS:
             settings = settings_for(args.prior, method=method, size=gt.size)
             cells.append(run(lq, settings, prior if method in DIFFUSION_METHODS else None).image)
         cells.append(gt)
@@ -57,18 +62,18 @@ def main() -> None:
 
 
 def real_row(args: argparse.Namespace, prior) -> None:
-    """input (nearest), bicubic, restorer, pixel, latent: the photo restored x4, the box shown."""
+    """The columns but the ground truth: the photo restored x4, the box shown."""
     low = load_image(args.real)
     left, top, right, bottom = args.box
     cells = [low.resize((low.width * 4, low.height * 4), Image.Resampling.NEAREST)]
-    for method in COLUMNS[1:-1]:
+    for method in METHODS:
         settings = settings_for(args.prior, method=method, scale=4)
         cells.append(run(low, settings, prior if method in DIFFUSION_METHODS else None).image)
     box = (left * 4, top * 4, right * 4, bottom * 4)
     width, height, label = box[2] - box[0], box[3] - box[1], 20
     grid = Image.new("RGB", (width * len(cells), label + height), "white")
     draw = ImageDraw.Draw(grid)
-    for c, (name, cell) in enumerate(zip(COLUMNS[:-1], cells)):
+    for c, (name, cell) in enumerate(zip(COLUMNS, cells)):
         draw.text((c * width + 6, 4), name, fill="black")
         grid.paste(cell.crop(box), (c * width, label))
     args.out.parent.mkdir(parents=True, exist_ok=True)

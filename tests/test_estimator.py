@@ -49,3 +49,18 @@ def test_jpeg_quality_of_a_large_photo_reads_a_sample_of_its_blocks(monkeypatch)
     everything = estimator.jpeg_quality(compressed)
     monkeypatch.setattr(estimator, "MAX_BLOCKS", 200)  # of 1600
     assert abs(estimator.jpeg_quality(compressed) - 70) <= 4 and abs(everything - 70) <= 4
+
+
+def test_jpeg_quality_finds_the_block_grid_at_every_offset():
+    # a JPEG frame cropped at any of the 64 offsets (then kept losslessly, e.g. as PNG) still reads its quality
+    from latentindigo.degradations import jpeg
+    from latentindigo.estimator import jpeg_quality
+
+    g = torch.Generator().manual_seed(1)
+    photo = torch.nn.functional.interpolate(torch.rand(1, 3, 14, 14, generator=g), size=(112, 112), mode="bicubic",
+                                            align_corners=False).clamp(0, 1)
+    compressed = jpeg(photo, 50)
+    found = {(dy, dx): jpeg_quality(compressed[..., dy:dy + 96, dx:dx + 96]) for dy in range(8) for dx in range(8)}
+    wrong = {offset: q for offset, q in found.items() if abs(q - 50) > 4}
+    assert not wrong, wrong
+    assert jpeg_quality(photo[..., 3:99, 5:101]) == 100  # and nothing is found where there is no JPEG
