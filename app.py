@@ -655,15 +655,16 @@ def build_demo(specs: list[str], device: str | None = None, threads: int = 0,
                                         info="consistency map: where the result disagrees with the photo (through "
                                              "the forward model); invented detail: what diffusion added over the "
                                              "first stage")
-                        maps_gallery = gr.Gallery(label="Maps", format="png", columns=2, height=200,
+                        maps_gallery = gr.Gallery(label="Maps", format="png", columns=2, height=200, interactive=False,
                                                   object_fit="contain", elem_id="maps")
                         with gr.Row():
                             png = gr.File(label="Download PNG", interactive=False, elem_id="download")
                             with gr.Column():
                                 estimate = gr.Textbox(label="Estimated degradation", interactive=False)
                                 with gr.Row():
-                                    seed_used = gr.Number(label="Seed used", interactive=False, precision=0)
-                                    seconds = gr.Number(label="Time (s)", interactive=False)
+                                    # (no value before a run: a 0 would read as a result)
+                                    seed_used = gr.Number(None, label="Seed used", interactive=False, precision=0)
+                                    seconds = gr.Number(None, label="Time (s)", interactive=False)
                 run_button.click(
                     restore,
                     inputs=[image, prior, mode, guidance, steps, scale, width, height, seed, refine, refine_lr,
@@ -717,6 +718,7 @@ def build_demo(specs: list[str], device: str | None = None, threads: int = 0,
                         c_status = gr.Markdown("Same photo, same seed, several methods.", label="Status",
                                                container=True, elem_id="compare-status")
                         c_gallery = gr.Gallery(label="Results", format="png", columns=3, height="auto",
+                                               interactive=False,
                                                object_fit="contain", elem_id="compare-gallery")
                         c_table = gr.Dataframe(results_table([]), label="Times", interactive=False)
                 c_run.click(
@@ -758,6 +760,7 @@ def build_demo(specs: list[str], device: str | None = None, threads: int = 0,
                         l_low = gr.Image(label="Degraded", format="png", interactive=False, height=200,
                                          elem_id="lab-degraded")
                         l_gallery = gr.Gallery(label="Restored", format="png", columns=3, height="auto",
+                                               interactive=False,
                                                object_fit="contain", elem_id="lab-gallery")
                         l_table = gr.Dataframe(results_table([], scores=True), label="Scores against the original",
                                                interactive=False)
