@@ -185,8 +185,25 @@ class ImageInput(gr.Image):
 
 
 def photo_input(label: str, elem_id: str) -> ImageInput:
-    return ImageInput(type="filepath", format="png", image_mode=None, sources=["upload", "clipboard"], label=label,
-                      height=240, elem_id=elem_id)
+    """A photo input that decodes each upload at once: a file that cannot be read is refused there, with its
+    one-line message, and the previous photo comes back (not at Restore, after a purple strip and a size line)."""
+    photo = ImageInput(type="filepath", format="png", image_mode=None, sources=["upload", "clipboard"], label=label,
+                       height=240, elem_id=elem_id)
+    accepted = gr.State(None)  # the last photo that decoded
+    # (queued: a warning reaches the browser through the queue's messages)
+    photo.upload(check_upload, [photo, accepted], [photo, accepted], show_progress="hidden", concurrency_limit=None,
+                 api_visibility="private")
+    return photo
+
+
+def check_upload(path: str | None, previous: str | None) -> tuple:
+    """(the photo to show, the last accepted one): the upload when it decodes, else the previous photo."""
+    try:
+        read_photo(path)
+    except UserError as e:
+        gr.Warning(str(e))
+        return previous, previous
+    return gr.skip(), path
 
 
 def in_range(component: gr.Slider | gr.Number, payload):
@@ -662,9 +679,8 @@ def build_demo(specs: list[str], device: str | None = None, threads: int = 0,
                             with gr.Column():
                                 estimate = gr.Textbox(label="Estimated degradation", interactive=False)
                                 with gr.Row():
-                                    # (no value before a run: a 0 would read as a result)
-                                    seed_used = gr.Number(None, label="Seed used", interactive=False, precision=0)
-                                    seconds = gr.Number(None, label="Time (s)", interactive=False)
+                                    seed_used = gr.Number(label="Seed used", interactive=False, precision=0)
+                                    seconds = gr.Number(label="Time (s)", interactive=False)
                 run_button.click(
                     restore,
                     inputs=[image, prior, mode, guidance, steps, scale, width, height, seed, refine, refine_lr,

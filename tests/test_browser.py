@@ -139,6 +139,22 @@ def test_restore_shows_a_live_preview_then_the_slider(page, shots):
     assert "seed" in page.evaluate(sources).split(" ")[-1]  # the result PNG again
 
 
+def test_a_file_that_cannot_be_decoded_is_refused_on_upload_and_the_photo_stays(page, tmp_path):
+    from test_app import write_bad_file
+
+    upload(page, "#input-image", EXAMPLES / "chelsea.png")
+    status_contains(page, "#size-hint", "64x64", timeout=60_000)
+    bad = tmp_path / "truncated.png"
+    write_bad_file(bad)
+    page.set_input_files("#input-image input[type=file]", str(bad))
+    page.wait_for_function("() => [...document.querySelectorAll('.toast-body')].some(t => "
+                           "t.textContent.includes('corrupt or truncated'))", timeout=30_000)
+    page.wait_for_timeout(1000)
+    source = page.locator("#input-image img").first.get_attribute("src")
+    assert "chelsea" in source, source  # the previous photo is back
+    assert "64x64" in page.locator("#size-hint").text_content()
+
+
 def test_a_result_png_dropped_on_the_recipe_input_sets_the_controls(page, tmp_path):
     import json
 
