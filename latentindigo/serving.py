@@ -133,15 +133,22 @@ class Job:
     step: int = 0
     total: int = 0
     started: float = field(default_factory=time.perf_counter)
+    shown: tuple[float, float] | None = None  # (seconds left, when) last reported
 
     def stopped(self) -> str:
         return f"Stopped at step {self.step} of {self.total}" if self.total else "Stopped before the first step"
 
     def time_left(self) -> float | None:
-        """Seconds until the last step, from the pace so far (None before the first step)."""
+        """Seconds until the last step, from the pace so far (None before the first step). It only counts down:
+        steps differ in cost (a projection every few steps), and a count that jumps back up misleads."""
         if not self.step or not self.total:
             return None
-        return (time.perf_counter() - self.started) / self.step * (self.total - self.step)
+        now = time.perf_counter()
+        left = (now - self.started) / self.step * (self.total - self.step)
+        if self.shown is not None:
+            left = min(left, max(0.0, self.shown[0] - (now - self.shown[1])))
+        self.shown = (left, now)
+        return left
 
 
 class Jobs:

@@ -55,6 +55,9 @@ def test_time_left_follows_the_pace_so_far():
         job.started -= 2.0  # two seconds for the first 4 of 20 steps
         job.step, job.total = 4, 20
         assert job.time_left() == pytest.approx(8.0, rel=0.05)
+        job.started -= 4.0  # a slow step: the pace says 12 s are left, but the count never goes back up
+        job.step = 5
+        assert job.time_left() <= 8.0
 
 
 def test_run_costs_fit_a_fixed_part_and_a_part_per_step():
