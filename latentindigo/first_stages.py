@@ -34,8 +34,9 @@ def realistic_files(weights: Path | None = None) -> tuple[Path, ...]:
 
 
 def realistic_estimate(model: RRDBNet, y: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """y (1, 3, h, w) in [0, 1] through the model at its own scale, then resized to `size` (height, width)."""
-    return resize(upscale(model, y), size, "bicubic").clamp(0, 1)
+    """y (1, 3, h, w) in [0, 1] through the model at its own scale, then resized to `size` (height, width). The
+    model runs where y is (on a GPU with the prior)."""
+    return resize(upscale(model.to(y.device), y), size, "bicubic").clamp(0, 1)
 
 
 def split_levels(scale: float) -> int:

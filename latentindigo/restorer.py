@@ -122,21 +122,26 @@ def restore_first_stage(restorer: Restorer, y: torch.Tensor, size: tuple[int, in
         if size[0] <= TILE and size[1] <= TILE:
             return restorer(upscaled, scale, jpeg_grid(low, size, quality).to(y.device)).clamp(0, 1)
         out, weight = torch.zeros_like(upscaled), upscaled.new_zeros(1, 1, *size)
-        for top in _tile_starts(size[0]):
-            for left in _tile_starts(size[1]):
-                tile = upscaled[..., top : top + TILE, left : left + TILE]
+        (height, rows), (width, columns) = _tiles(size[0]), _tiles(size[1])
+        for top in rows:
+            for left in columns:
+                tile = upscaled[..., top : top + height, left : left + width]
                 ramp = _ramp(tile.shape[-2], tile.device)[:, None] * _ramp(tile.shape[-1], tile.device)[None, :]
                 # the grid of this tile only: the whole one would take 9 full-size channels
                 tile_grid = jpeg_grid(low, size, quality, (top, left, *tile.shape[-2:])).to(y.device)
-                out[..., top : top + TILE, left : left + TILE] += restorer(tile, scale, tile_grid) * ramp
-                weight[..., top : top + TILE, left : left + TILE] += ramp
+                out[..., top : top + height, left : left + width] += restorer(tile, scale, tile_grid) * ramp
+                weight[..., top : top + height, left : left + width] += ramp
         return (out / weight).clamp(0, 1)
 
 
-def _tile_starts(length: int) -> list[int]:
+def _tiles(length: int) -> tuple[int, list[int]]:
+    """(tile size, starts) along one axis: as few tiles of at most TILE as cover `length` overlapping by at least
+    OVERLAP, shrunk to share it evenly (two tiles of 768 for 1024 pixels did 2.25x the work of one pass)."""
     if length <= TILE:
-        return [0]
-    return list(range(0, length - TILE, TILE - OVERLAP)) + [length - TILE]
+        return length, [0]
+    count = math.ceil((length - OVERLAP) / (TILE - OVERLAP))
+    size = min(TILE, math.ceil((length + (count - 1) * OVERLAP) / count / 8) * 8)
+    return size, [round(i * (length - size) / (count - 1)) for i in range(count)]
 
 
 def _ramp(length: int, device: torch.device) -> torch.Tensor:
