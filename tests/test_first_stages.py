@@ -84,6 +84,15 @@ def test_without_the_realistic_package_only_the_realistic_runs_fail(photo, fresh
         load_realistic.cache_clear()
 
 
+def test_without_the_package_the_tuned_default_starts_from_the_faithful_stage(monkeypatch):
+    from latentindigo import settings
+
+    assert settings.settings_for("mini").realism > 0
+    monkeypatch.setattr(settings.importlib.util, "find_spec", lambda name: None)
+    assert settings.settings_for("mini").realism == 0
+    assert settings.settings_for("mini", realism=0.5).realism == 0.5  # asked for: its run says what is missing
+
+
 def test_a_recipe_names_the_realistic_weights_and_old_recipes_still_read(photo, with_user_model):
     done = run(photo, Settings(method="first-stage", realism=0.5, scale=2), None, with_user_model)
     saved = recipe(done, photo, None, with_user_model)
