@@ -5,10 +5,12 @@
         if isinstance(event, Step): show(event.preview)      # decoded lazily, only when asked for
         if isinstance(event, Done): event.image.save("out.png")  # the last event
 
-The first-stage restorer's estimate R(y) is the start (encoded, noised to `start`), the colour-fix reference and,
-through the INN's forward model, the measurement guidance and the final back-projection aim at, so that the
-input's noise and JPEG blocks are not copied back. Every diffusion step predicts the clean latent z0, then runs
-the phases:
+The start is the faithful first stage R(y) (the restorer) walked towards the realistic one (Real-ESRGAN) by the
+`realism` control (`first_stages.combine`); it is encoded, noised to `start`, and is the colour-fix reference
+and the final back-projection's target; R(y), through the INN's forward model, is the measurement guidance
+aims at, so that the input's noise and JPEG blocks are not copied back. The result is the start plus what the
+diffusion changed (decoded result minus decoded start), so the autoencoder's loss on the start cancels. Every
+diffusion step predicts the clean latent z0, then runs the phases:
 guidance (the INN swaps the coarse part of z0's wavelet decomposition for the measurement's),
 refinement (one Adam step fitting the INN's forward model to the current estimate) and
 regularisation (every few steps, pull z0 back towards latents the prior would produce: the LatentINN
