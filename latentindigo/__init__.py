@@ -1,6 +1,6 @@
 """LatentINDIGO: INN-guided latent diffusion for image restoration."""
 
-__version__ = "0.1.0"  # the package's version (pyproject reads it); recipes record it
+__version__ = "0.2.0"  # the package's version (pyproject reads it); recipes record it
 
 
 class UserError(ValueError):

@@ -72,7 +72,7 @@ def read_recipe(path: str | Path) -> dict:
 def settings_of(recipe: dict) -> Settings:
     """The recipe's sampler settings, seed and output size."""
     given = dict(recipe["settings"])
-    if given.get("method") == "restorer":  # its name before the realistic first stage came (0.x recipes)
+    if given.get("method") == "restorer":  # its name before the realistic first stage came (0.1 recipes)
         given["method"] = "faithful"
     unknown = set(given) - {f.name for f in dataclasses.fields(Settings)}
     if unknown:
