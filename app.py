@@ -30,8 +30,8 @@ import pandas as pd
 from PIL import Image
 
 from latentindigo import UserError
-from latentindigo.serving import (Jobs, Models, PreviewPacer, duration, gpu_seconds, method_runs, pick_seed,
-                                  read_photo, run_method, scratch_folder)
+from latentindigo.serving import (Jobs, Models, PreviewPacer, busy_note, duration, gpu_seconds, method_runs,
+                                  pick_seed, read_photo, run_method, scratch_folder)
 from latentindigo.settings import (ASSETS, DIFFUSION_METHODS, MAX_SCALE, Settings, local_folder, max_output_pixels,
                                    output_size)
 
@@ -245,7 +245,7 @@ def size_hint(path: str | None, scale: float, width: float | None, height: float
     hint = (f"{photo.width}x{photo.height} → {out[0]}x{out[1]} ({out[0] * out[1] / 1e6:.2f} megapixels, "
             f"at most {max_output_pixels() / 1e6:.1f})")
     seconds = JOBS.costs.estimate(prior or MODELS.default, mode, int(steps or Settings().steps), out[0] * out[1])
-    return hint if seconds is None else f"{hint} · {duration(seconds)} on this server"
+    return hint if seconds is None else f"{hint} · {duration(seconds)} on this server{busy_note(bool(JOBS.running))}"
 
 
 def use_prompt(prior: Prior, prompt: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
 import random
 import shutil
 import statistics
@@ -265,6 +266,20 @@ def gpu_seconds(fn: Callable) -> Callable[..., int]:
 def duration(seconds: float) -> str:
     """'about 4 s', 'about 2 min'."""
     return f"about {max(1, round(seconds))} s" if seconds < 90 else f"about {math.ceil(seconds / 60)} min"
+
+
+def busy_note(running: bool) -> str:
+    """' (the machine is busy ...)' when other programs load the CPU beyond its cores, so that an estimate
+    fitted on a quiet machine is read as a lower bound; '' otherwise, and where the load is not known. `running`:
+    a job of this server is running (its own load is not someone else's)."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # Windows
+        return ""
+    cores = os.cpu_count() or 1
+    if load - (cores if running else 0) <= cores:
+        return ""
+    return f" (the machine is busy, load {load:.1f} on {cores} cores: it may take longer)"
 
 
 @contextmanager

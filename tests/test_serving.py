@@ -137,3 +137,14 @@ def test_loading_a_prior_reports_its_calibration_and_raises_its_errors(monkeypat
     assert models.loaded("mini").name == "mini"
     with pytest.raises(UserError, match="no such prior"):
         list(models.loading("broken"))
+
+
+def test_the_estimate_says_when_the_machine_is_busy(monkeypatch):
+    from latentindigo import serving
+
+    monkeypatch.setattr(serving.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(serving.os, "getloadavg", lambda: (1.5, 1.0, 1.0))
+    assert serving.busy_note(running=False) == ""
+    monkeypatch.setattr(serving.os, "getloadavg", lambda: (3.5, 1.0, 1.0))
+    assert "busy, load 3.5 on 2 cores" in serving.busy_note(running=False)
+    assert serving.busy_note(running=True) == ""  # this server's own run is the load
