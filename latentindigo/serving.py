@@ -116,7 +116,9 @@ class Models:
 
             if self.threads > 0:
                 torch.set_num_threads(self.threads)
-            load_pixel_models()
+            pixel = load_pixel_models()
+            if self.settings(None).uses_realistic:
+                pixel.realistic_model()  # (loaded inside the first timed run, it made the fit's slope too low)
             if self.default:
                 self.prior(self.default)
                 if jobs is not None:
