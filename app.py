@@ -666,6 +666,10 @@ def build_demo(specs: list[str], device: str | None = None, threads: int = 0,
                             plot = gr.LinePlot(consistency_plot([]), x="step", y="consistency", color="phase",
                                                color_map=PHASE_COLOURS, label="Consistency error over steps",
                                                y_title="RMS error", elem_id="consistency-plot")
+                        gr.Markdown("*Consistency plot:* guidance and refinement report the same error (refinement "
+                                    "adapts the INN, not the estimate), so their lines coincide; regularisation "
+                                    "(every few steps and at the last) projects the estimate through the VAE, "
+                                    "whose loss moves the error: the jumps.", elem_id="plot-caption")
                         result = gr.ImageSlider(label="Before (bicubic) / after", format="png", interactive=False,
                                                 max_height=600, elem_id="result-slider")
                         show = gr.Radio(SHOW_ON_RESULT, value="result", label="Show on the result", elem_id="show",
