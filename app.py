@@ -33,7 +33,7 @@ from latentindigo import UserError
 from latentindigo.serving import (Jobs, Models, PreviewPacer, busy_note, duration, gpu_seconds, method_runs,
                                   pick_seed, read_photo, run_method, scratch_folder)
 from latentindigo.settings import (ASSETS, DIFFUSION_METHODS, MAX_SCALE, Settings, local_folder, max_output_pixels,
-                                   output_size)
+                                   output_size, realistic_installed)
 
 try:  # Hugging Face ZeroGPU: a GPU is attached only while a decorated job runs
     import spaces
@@ -593,6 +593,10 @@ def build_demo(specs: list[str], device: str | None = None, threads: int = 0,
         return gr.Dropdown(choices, value=MODELS.default, label="Diffusion prior",
                            info="More priors: start the app with --prior SPEC")
 
+    def ready(methods: tuple[str, ...]) -> list[str]:
+        """The methods ticked by default: not `realistic` where its package is missing (it would fail the job)."""
+        return [m for m in methods if m != "realistic" or realistic_installed()]
+
     def methods_box(value):
         return gr.CheckboxGroup([(METHOD_NAMES[m], m) for m in COMPARE_METHODS], value=value, label="Methods")
 
@@ -724,7 +728,7 @@ def build_demo(specs: list[str], device: str | None = None, threads: int = 0,
                         if examples:
                             gr.Examples([[str(p)] for p in examples], inputs=[c_image], label="Examples",
                                         example_labels=[p.stem for p in examples])
-                        c_methods = methods_box(list(COMPARE_METHODS))
+                        c_methods = methods_box(ready(COMPARE_METHODS))
                         c_prior = prior_dropdown()
                         c_steps = Slider(1, 200, value=tuned.steps, step=1, label="Steps", elem_id="compare-steps")
                         c_scale = Slider(1, MAX_SCALE, value=4, step=0.5, label="Scale factor")
@@ -764,7 +768,7 @@ def build_demo(specs: list[str], device: str | None = None, threads: int = 0,
                             l_noise = Slider(0, 50, value=5, step=0.5, label="Noise", info="sigma, 8-bit levels")
                             l_jpeg = Slider(10, 100, value=75, step=1, label="JPEG quality", info="100: no JPEG")
                         l_dseed = Number(0, minimum=0, maximum=2**31 - 1, precision=0, label="Degradation seed")
-                        l_methods = methods_box(["latent", "faithful", "realistic", "bicubic"])
+                        l_methods = methods_box(ready(("latent", "faithful", "realistic", "bicubic")))
                         l_prior = prior_dropdown()
                         l_steps = Slider(1, 200, value=tuned.steps, step=1, label="Steps", elem_id="lab-steps")
                         l_seed = Number(0, minimum=-1, maximum=2**31 - 1, precision=0, label="Seed",
