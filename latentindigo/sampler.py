@@ -172,10 +172,10 @@ def restore(image: Image.Image, settings: Settings, prior: Prior | None = None,
     else:
         # R(y), the faithful stage: the guidance target; the estimate holds the JPEG quality read off y
         x_faithful = restore_first_stage(pixel.restorer, y, size, estimate.jpeg)
-        if settings.method in DIFFUSION_METHODS and settings.realism > 0:
+        if settings.method in DIFFUSION_METHODS and settings.uses_realistic:
             yield FirstStage(tensor=x_faithful, seconds=time.perf_counter() - t0)
         # the start: the faithful stage walked towards the realistic one by the realism control
-        x_first = x_faithful if settings.realism == 0 else combine(
+        x_first = x_faithful if not settings.uses_realistic else combine(
             x_faithful, realistic_estimate(pixel.realistic_model(), y, size), settings.realism, estimate.scale)
         if settings.method in ("faithful", "first-stage"):
             out = x_first if settings.method == "first-stage" else x_faithful

