@@ -33,7 +33,7 @@ from latentindigo import UserError
 from latentindigo.serving import (Jobs, Models, PreviewPacer, busy_note, duration, gpu_seconds, method_runs,
                                   pick_seed, read_photo, run_method, scratch_folder)
 from latentindigo.settings import (ASSETS, DIFFUSION_METHODS, MAX_SCALE, Settings, local_folder, max_output_pixels,
-                                   output_size, realistic_installed)
+                                   output_size, realistic_package)
 
 try:  # Hugging Face ZeroGPU: a GPU is attached only while a decorated job runs
     import spaces
@@ -595,7 +595,7 @@ def build_demo(specs: list[str], device: str | None = None, threads: int = 0,
 
     def ready(methods: tuple[str, ...]) -> list[str]:
         """The methods ticked by default: not `realistic` where its package is missing (it would fail the job)."""
-        return [m for m in methods if m != "realistic" or realistic_installed()]
+        return [m for m in methods if m != "realistic" or realistic_package() is not None]
 
     def methods_box(value):
         return gr.CheckboxGroup([(METHOD_NAMES[m], m) for m in COMPARE_METHODS], value=value, label="Methods")

@@ -149,8 +149,9 @@ def add_restore_options(p: argparse.ArgumentParser) -> None:
     d = Settings()
     p.epilog = ("Sampler options left out take the prior's tuned settings (sampler_settings.json in its folder; the "
                 "bundled mini has one), else the library defaults shown in parentheses.")
-    p.add_argument("--method", choices=METHODS, default=d.method, help="latent/pixel: LatentINDIGO; faithful, realistic, first-stage (the start at "
-                   "--realism): the first stages; others: baselines")
+    p.add_argument("--method", choices=METHODS, default=d.method,
+                   help="latent/pixel: LatentINDIGO; faithful, realistic, first-stage (the start at --realism): the "
+                        "first stages; others: baselines")
     p.add_argument("--prior", default="mini", help="mini (bundled), sd21, a diffusers folder or hub id[@revision], "
                    "tiny-random or sd21-random")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
@@ -205,7 +206,8 @@ def _evaluate(args: argparse.Namespace) -> None:
     prior = load_prior_for(args) if set(args.methods) & set(DIFFUSION_METHODS) else None
     bar = tqdm(total=len(pairs(args.gt, args.lq)) * len(args.methods), file=sys.stderr, disable=args.quiet)
     table = evaluate(args.gt, args.lq, prior, tuple(args.methods), settings,
-                     pixel=load_pixel_models(realistic=args.first_stage_weights), progress=lambda method: (bar.set_description(method), bar.update()))
+                     pixel=load_pixel_models(realistic=args.first_stage_weights),
+                     progress=lambda method: (bar.set_description(method), bar.update()))
     bar.close()
     print(markdown(table))
     if args.json:

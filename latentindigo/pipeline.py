@@ -107,16 +107,16 @@ class LatentIndigoPipeline(DiffusionPipeline):
 
     def __call__(self, image: Image.Image | np.ndarray | str | Path, mode: str = "latent",
                  guidance_scale: float | None = None, num_inference_steps: int | None = None,
-                 realism: float | None = None, height: int | None = None, width: int | None = None, scale: float | None = None,
-                 generator: torch.Generator | None = None,
+                 realism: float | None = None, height: int | None = None, width: int | None = None,
+                 scale: float | None = None, generator: torch.Generator | None = None,
                  callback_on_step_end: Callable[[LatentIndigoPipeline, int, int, dict], object] | None = None,
                  output_type: str = "pil", **settings) -> ImagePipelineOutput:
         """Restore `image` (a PIL image, an array or a path). `guidance_scale` is the INN guidance strength
         (lambda, 0-2), not classifier-free guidance; `realism` the fidelity-realism control (0: start from the
-        faithful restorer, 1: from Real-ESRGAN's detail on its coarse content); a setting left out is the prior's tuned one, as are any
-        other `Settings` fields given by name (e.g. `start=0.3`). Output size: height and width, one of them
-        (the other keeps the aspect ratio), or `scale` (default 4). `generator`: its seed seeds the run (the
-        sampler draws its noise on the CPU, so a seed gives the same image on every device).
+        faithful restorer, 1: from Real-ESRGAN's detail on its coarse content); a setting left out is the prior's
+        tuned one, as are any other `Settings` fields given by name (e.g. `start=0.3`). Output size: height and
+        width, one of them (the other keeps the aspect ratio), or `scale` (default 4). `generator`: its seed seeds
+        the run (the sampler draws its noise on the CPU, so a seed gives the same image on every device).
         `callback_on_step_end(pipe, step, timestep, {"latents", "phase", "consistency"})` is called at every
         step event (its return value is not used). `output_type`: "pil" or "pt" ((1, 3, H, W) in [0, 1])."""
         if output_type not in ("pil", "pt"):

