@@ -183,9 +183,14 @@ def add_restore_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--colour-fix-levels", type=int, metavar="N",
                    help="the colour fix keeps the N finest wavelet bands from the diffusion, the rest from the "
                         f"first stage, 1-6 ({d.colour_fix_levels})")
+    p.add_argument("--start-detail-levels", type=int, metavar="N",
+                   help="the result keeps the N finest wavelet bands of its start, the rest changes with the "
+                        f"diffusion, 0-6 ({d.start_detail_levels}; the bundled mini: "
+                        f"{settings_for('mini').start_detail_levels})")
     p.add_argument("--realism", type=float, metavar="R",
                    help="fidelity-realism control, 0-1: 0 starts from the faithful restorer, 1 from Real-ESRGAN's "
-                        f"detail on the restorer's coarse content ({d.realism:g}; the bundled mini: "
+                        "detail on the restorer's coarse content; between, Real-ESRGAN's detail where it agrees "
+                        f"with the restorer's within a tolerance that grows with R ({d.realism:g}; the bundled mini: "
                         f"{settings_for('mini').realism:g})")
     p.add_argument("--first-stage-weights", type=Path, metavar="FILE",
                    help="your own ESRGAN-family model (.safetensors, or a .pth state dict, read without unpickling "

@@ -259,9 +259,11 @@ def _diffuse(y, x_first, x_faithful, size, levels, gamma, settings: Settings, pr
     optimiser = refinement_optimiser(inn, settings.refine_lr) if settings.refine else None
     decode = lambda z: prior.decode(z)[..., : size[0], : size[1]]  # noqa: E731
     # what the diffusion changes, added to the start: the autoencoder's loss on the start cancels (a lossy VAE
-    # would otherwise take away detail the start had: the mini VAE keeps about a quarter of it)
-    start_loss = x_first - decode(z_init)
-    compose = lambda z: decode(z) + start_loss  # noqa: E731
+    # would otherwise take away detail the start had: the mini VAE keeps about a quarter of it); in the finest
+    # bands, which the autoencoder does not reproduce, the start is kept
+    decoded_start, keep = decode(z_init), settings.start_detail_levels
+    compose = lambda z: x_first + (low_band(decode(z) - decoded_start, keep) if keep  # noqa: E731
+                                   else decode(z) - decoded_start)
 
     alphas = prior.alphas_cumprod
     t_start = min(prior.num_timesteps - 1, round(settings.start * prior.num_timesteps))

@@ -50,6 +50,9 @@ class Settings:
     # how many of the finest wavelet bands the colour fix keeps from the diffusion (the rest is R(y)'s): as many
     # as the prior adds true detail in
     colour_fix_levels: int = 2
+    # how many of the finest wavelet bands the result keeps from its start rather than the diffusion: those the
+    # prior's autoencoder does not reproduce, where the diffusion's changes are its decoder's, not the image's
+    start_detail_levels: int = 0
     # the fidelity-realism control: 0 starts from the faithful first stage (the restorer), 1 from the realistic one
     # (Real-ESRGAN) on the faithful stage's coarse bands; between: `first_stages.combine`
     realism: float = 0.0
@@ -93,6 +96,8 @@ class Settings:
             raise UserError(f"realism must be between 0 (faithful) and 1 (realistic), not {self.realism}")
         if not 1 <= self.colour_fix_levels <= 6:
             raise UserError(f"colour fix levels must be between 1 and 6, not {self.colour_fix_levels}")
+        if not 0 <= self.start_detail_levels <= 6:
+            raise UserError(f"start detail levels must be between 0 and 6, not {self.start_detail_levels}")
         if not 0 <= self.cfg_scale <= 30:
             raise UserError(f"classifier-free guidance scale must be between 0 and 30, not {self.cfg_scale}")
         if self.scale is not None and not 1 <= self.scale <= MAX_SCALE:
@@ -110,7 +115,7 @@ class Settings:
 
 # what a prior's sampler_settings.json may set: how to sample, not what to make (method, size, seed)
 TUNABLE = ("steps", "guidance", "start", "refine", "refine_lr", "reg_every", "reg_strength", "eta", "latent_reg",
-           "colour_fix", "colour_fix_levels", "cfg_scale", "realism")
+           "colour_fix", "colour_fix_levels", "start_detail_levels", "cfg_scale", "realism")
 
 
 def local_folder(spec: str) -> Path | None:

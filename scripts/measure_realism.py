@@ -6,9 +6,11 @@ For every candidate and every 0.1 of the control r: PSNR and SSIM against the gr
 the set (one Gaussian fitted over all the images' patches), beside bicubic, F and G alone and the ground truth.
 Candidates (r = 0 is F for all of them):
 
+- local: `first_stages.combine`, the shipped way: F's coarse bands, G's finer bands where they agree with F's
+  within a tolerance r sets (0.06 r / (1 - r));
 - blend: (1 - r) F + r G, a pixel blend;
 - split-L: F + r (high_L(G) - high_L(F)): F's wavelet bands coarser than L levels, its finer bands blended
-  towards G's (the bands of the colour fix, `degradations.low_band`); split-5 is `first_stages.combine` at x4;
+  towards G's (the bands of the colour fix, `degradations.low_band`); split-5 at r = 1 is `local` at r = 1;
 - pixel-inn: the PixelINN's details blended from F's towards G's under F's coarse part (the INN's guidance
   with the faithful stage as the measurement: exact at r = 0 because the INN is invertible);
 - latent-inn: the same in the `mini` VAE's latent space with the LatentINN, composed as F + D(z_r) - D(E(F)) so
@@ -33,7 +35,7 @@ from latentindigo import metrics
 
 from latentindigo.degradations import low_band, resize
 from latentindigo.evaluate import pairs
-from latentindigo.first_stages import load_realistic, realistic_estimate
+from latentindigo.first_stages import combine as local, load_realistic, realistic_estimate
 from latentindigo.imageio import load_image, to_tensor
 from latentindigo.niqe import niqe_pooled
 from latentindigo.priors import load_prior
@@ -70,7 +72,11 @@ def latent_inn(f, g, r, prior, gamma, levels, **_):
     return f + prior.decode(z) - prior.decode(zf)
 
 
-CANDIDATES = {"blend": blend, **{f"split-{levels}": split(levels) for levels in range(1, 6)},
+def local_at_x4(f, g, r, **_):
+    return local(f, g, r, 4.0)
+
+
+CANDIDATES = {"local": local_at_x4, "blend": blend, **{f"split-{levels}": split(levels) for levels in range(1, 6)},
               "pixel-inn": pixel_inn, "latent-inn": latent_inn}
 SAMPLERS = {"LatentINN": "latent", "PixelINN": "pixel"}
 

@@ -4,6 +4,7 @@ import torch
 from PIL import Image
 
 from latentindigo import UserError
+from latentindigo.degradations import low_band
 from latentindigo.priors import tiled
 from latentindigo.sampler import Done, FirstStage, Step, restore, run
 from latentindigo.imageio import to_image, to_tensor
@@ -145,6 +146,20 @@ def test_tiled_blending_is_exact_for_a_pointwise_function():
     torch.testing.assert_close(tiled(lambda t: 2 * t + 1, z, tile=8), 2 * z + 1)
 
 
+@pytest.mark.parametrize("method", ["latent", "pixel"])
+def test_the_finest_bands_the_autoencoder_cannot_reproduce_are_kept_from_the_start(photo, tiny_prior,
+                                                                                 fresh_pixel_models, method):
+    def finest_change(keep: int) -> float:
+        done = run(photo, Settings(method=method, steps=3, start=0.6, colour_fix=False, start_detail_levels=keep),
+                   tiny_prior, fresh_pixel_models)
+        change = done.tensor - done.first_stage
+        return float((change - low_band(change, 1)).abs().mean())
+
+    # the random prior changes every band; told to keep two, only the final back-projection's smooth correction
+    # reaches them
+    assert finest_change(2) < 0.3 * finest_change(0)
+
+
 @pytest.mark.parametrize("settings,message", [
     (Settings(steps=0), "steps"),
     (Settings(scale=9), "scale"),
@@ -156,6 +171,7 @@ def test_tiled_blending_is_exact_for_a_pointwise_function():
     (Settings(eta=1.5), "eta"),
     (Settings(latent_reg="smooth"), "regularisation must be one of spread, projection"),
     (Settings(colour_fix_levels=0), "colour fix levels"),
+    (Settings(start_detail_levels=7), "start detail levels"),
 ])
 def test_bad_settings_are_one_line_errors(photo, settings, message):
     with pytest.raises(UserError, match=message) as info:
