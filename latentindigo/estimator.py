@@ -37,7 +37,8 @@ class Estimate:
     jpeg: float  # quality, 100 = no JPEG
 
     def __str__(self) -> str:
-        jpeg = "none seen" if self.jpeg >= 97 else f"quality {self.jpeg:.0f}"
+        # no lattice is no proof of no JPEG: a JPEG resized or filtered after compression has lost its lattice
+        jpeg = "unknown (no 8x8 quantisation found)" if self.jpeg >= 97 else f"quality {self.jpeg:.0f}"
         return f"scale x{self.scale:.1f}, JPEG {jpeg}"
 
 

@@ -64,3 +64,19 @@ def test_jpeg_quality_finds_the_block_grid_at_every_offset():
     wrong = {offset: q for offset, q in found.items() if abs(q - 50) > 4}
     assert not wrong, wrong
     assert jpeg_quality(photo[..., 3:99, 5:101]) == 100  # and nothing is found where there is no JPEG
+
+
+def test_a_jpeg_resized_after_compression_is_reported_unknown_not_free_of_jpeg():
+    # resizing moves the coefficients off the lattice: the reader cannot tell it from an image never compressed,
+    # and says so rather than "none"
+    from latentindigo.degradations import jpeg, resize
+    from latentindigo.estimator import Estimate, jpeg_quality
+
+    g = torch.Generator().manual_seed(2)
+    photo = torch.nn.functional.interpolate(torch.rand(1, 3, 16, 16, generator=g), size=(128, 128), mode="bicubic",
+                                            align_corners=False).clamp(0, 1)
+    resized = resize(jpeg(photo, 40), (96, 96), "bicubic").clamp(0, 1)
+    quality = jpeg_quality(resized)
+    assert quality == 100
+    assert "JPEG unknown" in str(Estimate(scale=4, blur=0, noise=0, jpeg=quality))
+    assert "JPEG quality" in str(Estimate(scale=4, blur=0, noise=0, jpeg=jpeg_quality(jpeg(photo, 40))))
