@@ -189,8 +189,7 @@ def add_restore_options(p: argparse.ArgumentParser) -> None:
                         f"{settings_for('mini').start_detail_levels})")
     p.add_argument("--realism", type=float, metavar="R",
                    help="fidelity-realism control, 0-1: 0 starts from the faithful restorer, 1 from Real-ESRGAN's "
-                        "detail on the restorer's coarse content; between, Real-ESRGAN's detail where it agrees "
-                        f"with the restorer's within a tolerance that grows with R ({d.realism:g}; the bundled mini: "
+                        f"detail on the restorer's coarse content ({d.realism:g}; the bundled mini: "
                         f"{settings_for('mini').realism:g})")
     p.add_argument("--first-stage-weights", type=Path, metavar="FILE",
                    help="your own ESRGAN-family model (.safetensors, or a .pth state dict, read without unpickling "

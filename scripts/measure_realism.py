@@ -6,8 +6,8 @@ For every candidate and every 0.1 of the control r: PSNR and SSIM against the gr
 the set (one Gaussian fitted over all the images' patches), beside bicubic, F and G alone and the ground truth.
 Candidates (r = 0 is F for all of them):
 
-- local: `first_stages.combine`, the shipped way: F's coarse bands, G's finer bands where they agree with F's
-  within a tolerance r sets (0.06 r / (1 - r));
+- local: split-5 with G's detail taken only where it agrees with F's within a tolerance that r sets
+  (0.06 r / (1 - r); the RMS of the blurred difference of their fine bands, a Cauchy weight);
 - blend: (1 - r) F + r G, a pixel blend;
 - split-L: F + r (high_L(G) - high_L(F)): F's wavelet bands coarser than L levels, its finer bands blended
   towards G's (the bands of the colour fix, `degradations.low_band`); split-5 at r = 1 is `local` at r = 1;
@@ -33,9 +33,9 @@ import torch
 
 from latentindigo import metrics
 
-from latentindigo.degradations import low_band, resize
+from latentindigo.degradations import blur, low_band, resize
 from latentindigo.evaluate import pairs
-from latentindigo.first_stages import combine as local, load_realistic, realistic_estimate
+from latentindigo.first_stages import load_realistic, realistic_estimate
 from latentindigo.imageio import load_image, to_tensor
 from latentindigo.niqe import niqe_pooled
 from latentindigo.priors import load_prior
@@ -72,11 +72,15 @@ def latent_inn(f, g, r, prior, gamma, levels, **_):
     return f + prior.decode(z) - prior.decode(zf)
 
 
-def local_at_x4(f, g, r, **_):
-    return local(f, g, r, 4.0)
+def local(f, g, r, **_):
+    change = (g - low_band(g, 5)) - (f - low_band(f, 5))
+    if r in (0.0, 1.0):
+        return f + r * change
+    disagreement = blur(change, 1.0).pow(2).mean(dim=1, keepdim=True).sqrt()
+    return f + change / (1 + (disagreement / (0.06 * r / (1 - r))) ** 2)
 
 
-CANDIDATES = {"local": local_at_x4, "blend": blend, **{f"split-{levels}": split(levels) for levels in range(1, 6)},
+CANDIDATES = {"local": local, "blend": blend, **{f"split-{levels}": split(levels) for levels in range(1, 6)},
               "pixel-inn": pixel_inn, "latent-inn": latent_inn}
 SAMPLERS = {"LatentINN": "latent", "PixelINN": "pixel"}
 

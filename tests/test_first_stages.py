@@ -43,26 +43,10 @@ def test_combine_keeps_the_faithful_coarse_content_and_takes_the_realistic_detai
     assert torch.equal(combine(faithful, faithful, 0.7, 4), faithful)
     # a colour cast of the realistic stage is coarse content: it never reaches the result
     assert (combine(faithful, faithful + tint, 1.0, 4) - faithful).abs().max() < 1e-6
-    # its fine detail does, more as the control grows: none at 0, all of it at 1
+    # its fine detail does, in proportion to the control
     texture = 0.1 * torch.randn(1, 3, 64, 64)
-    added = [(combine(faithful, faithful + texture, r, 4) - faithful).abs().mean() for r in (0.0, 0.3, 0.5, 1.0)]
-    assert added[0] == 0 and 0 < added[1] < added[2] < added[3]
-    detail = texture - low_band(texture, 5)
-    assert torch.allclose(combine(faithful, faithful + texture, 1.0, 4), faithful + detail, atol=1e-6)
-
-
-def test_combine_takes_realistic_texture_where_the_stages_agree_but_not_an_edge_they_disagree_on():
-    torch.manual_seed(0)
-    faithful = torch.full((1, 3, 64, 64), 0.5)
-    texture = 0.02 * torch.randn(1, 3, 64, 64)  # fine oscillations: blurred, the difference all but cancels
-    edge = torch.zeros(1, 3, 64, 64)
-    edge[..., 24:28] = 0.4  # a hard line only the realistic stage draws
-    realistic = faithful + texture + edge
-    taken = combine(faithful, realistic, 0.5, 4) - faithful
-    region, line = (slice(None), slice(None), slice(40, 60), slice(40, 60)), (..., slice(None), slice(24, 28))
-    wanted = (realistic - low_band(realistic, 5))
-    assert taken[region].abs().mean() > 0.9 * wanted[region].abs().mean()
-    assert taken[line].abs().mean() < 0.1 * wanted[line].abs().mean()
+    added = [(combine(faithful, faithful + texture, r, 4) - faithful).abs().mean() for r in (0.0, 0.5, 1.0)]
+    assert added[0] == 0 and added[1] > 0.03 and added[2] == pytest.approx(2 * added[1])
 
 
 def test_realism_is_checked_and_says_which_runs_need_the_realistic_stage():
