@@ -130,17 +130,18 @@ def main() -> None:
             print(f"{name:10s} r={row['r']:.1f}  PSNR {row['psnr']:.2f}  SSIM {row['ssim']:.3f}  NIQE {row['niqe']:.2f}",
                   flush=True)
     tuned = settings_for("mini")
+    control = sorted(set(CONTROL) | {tuned.realism})  # the default is a point of the samplers' curves
     for name in args.samplers:
         curves[name] = []
-        for r in CONTROL:
+        for r in control:
             outputs = [run(i["lq"], replace(tuned, method=SAMPLERS[name], realism=r, size=(t.shape[-1], t.shape[-2]),
                                             scale=None), prior, pixel).tensor for i, t in zip(items, truths)]
             curves[name].append(scores(outputs, truths) | {"r": r})
             row = curves[name][-1]
             print(f"{name:10s} r={r:.1f}  PSNR {row['psnr']:.2f}  SSIM {row['ssim']:.3f}  NIQE {row['niqe']:.2f}",
                   flush=True)
-        if name == "LatentINN" and tuned.realism in CONTROL:  # the demo's default method
-            table[f"default (LatentINN, r = {tuned.realism})"] = curves[name][CONTROL.index(tuned.realism)]
+        if name == "LatentINN":  # the demo's default method
+            table[f"default (LatentINN, r = {tuned.realism:g})"] = curves[name][control.index(tuned.realism)]
     for name, row in table.items():
         print(f"{name:12s} PSNR {row['psnr']:.2f}  SSIM {row['ssim']:.3f}  NIQE {row['niqe']:.2f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
