@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from latentindigo import UserError
+from latentindigo.errors import UserError
 
 
 def _size(text: str) -> tuple[int, int]:

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-from latentindigo import UserError, calibration
+from latentindigo import calibration
+from latentindigo.errors import UserError
 from latentindigo.inn import LiftingINN
 from latentindigo.settings import BUNDLED_PRIOR, local_folder
 from latentindigo.weights import load_weights

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from PIL import Image
 
-from latentindigo import UserError
+from latentindigo.errors import UserError
 from latentindigo.settings import DIFFUSION_METHODS, Settings, settings_for
 
 if TYPE_CHECKING:
