@@ -1,5 +1,5 @@
 """The demo's serving half, without a user interface: the priors it offers, one job at a time on the device,
-Stop, what a run will cost, and running methods to the end. `app.py` wires Gradio components to this.
+Stop, what a run will cost, and running methods to the end. `latentindigo/demo/` builds the Gradio tabs on it.
 
 Importing this module imports neither torch nor Gradio: the page is served first, the library loaded after.
 """
