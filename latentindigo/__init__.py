@@ -1,10 +1,9 @@
 """LatentINDIGO: INN-guided latent diffusion for image restoration."""
 
+from latentindigo.errors import UserError
+
 __version__ = "0.2.0"  # the package's version (pyproject reads it); recipes record it
-
-
-class UserError(ValueError):
-    """A mistake the user can fix (a bad file, a bad parameter); `str()` is one line that says what."""
+__all__ = ["LatentIndigoPipeline", "UserError", "__version__"]
 
 
 def __getattr__(name: str):

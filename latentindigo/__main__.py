@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from latentindigo import UserError
+from latentindigo.errors import UserError
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -223,45 +223,54 @@ def _train(args: argparse.Namespace) -> None:
 
     import torch
 
-    from latentindigo import train
-
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.what == "vae":
-        train.train_vae(args.data, args.out, factor=args.factor, steps=args.steps, batch=args.batch,
-                        crop=args.crop, lr=args.lr, seed=args.seed, every=args.every)
+        from latentindigo.training.autoencoder import train_vae
+
+        train_vae(args.data, args.out, factor=args.factor, steps=args.steps, batch=args.batch, crop=args.crop,
+                  lr=args.lr, seed=args.seed, every=args.every)
     elif args.what == "decoder":
-        train.train_decoder(args.data, args.vae, args.out, steps=args.steps, batch=args.batch, crop=args.crop,
-                            lr=args.lr, seed=args.seed, every=args.every)
+        from latentindigo.training.autoencoder import train_decoder
+
+        train_decoder(args.data, args.vae, args.out, steps=args.steps, batch=args.batch, crop=args.crop, lr=args.lr,
+                      seed=args.seed, every=args.every)
         if args.export:
             shutil.copytree(args.out / "vae", args.export / "vqvae", dirs_exist_ok=True)
     elif args.what == "inn" and args.space == "pixel":
-        train.train_pixel_inn(args.data, args.out, steps=args.steps, batch=args.batch, crop=args.crop,
-                              lr=args.lr, seed=args.seed, every=args.every)
+        from latentindigo.training.pixel_inn import train_pixel_inn
+
+        train_pixel_inn(args.data, args.out, steps=args.steps, batch=args.batch, crop=args.crop, lr=args.lr,
+                        seed=args.seed, every=args.every)
     elif args.what == "inn":
         from latentindigo.priors import load_prior
         from latentindigo.sampler import load_pixel_models
+        from latentindigo.training.latent_inn import train_latent_inn
 
-        train.train_latent_inn(load_prior(args.prior), args.data / "train", args.out, load_pixel_models().estimator,
-                               steps=args.steps, batch=args.batch, crop=args.crop, lr=args.lr, seed=args.seed,
-                               every=args.every)
+        train_latent_inn(load_prior(args.prior), args.data / "train", args.out, load_pixel_models().estimator,
+                         steps=args.steps, batch=args.batch, crop=args.crop, lr=args.lr, seed=args.seed,
+                         every=args.every)
     elif args.what == "restorer":
+        from latentindigo.training.restorer import train_restorer
+
         config = {"blocks": args.blocks} if args.blocks else None
-        train.train_restorer(args.data, args.out, steps=args.steps, batch=args.batch, crop=args.crop, lr=args.lr,
-                             seed=args.seed, every=args.every, config=config, init=args.init, zoom=tuple(args.zoom),
-                             bf16=args.bf16, device=args.device, workers=args.workers)
+        train_restorer(args.data, args.out, steps=args.steps, batch=args.batch, crop=args.crop, lr=args.lr,
+                       seed=args.seed, every=args.every, config=config, init=args.init, zoom=tuple(args.zoom),
+                       bf16=args.bf16, device=args.device, workers=args.workers)
         if args.export:
             args.export.mkdir(parents=True, exist_ok=True)
             shutil.copy(args.out / "restorer.safetensors", args.export / "restorer.safetensors")
     elif args.what == "unet":
-        train.train_unet(args.data, args.vae, args.out, steps=args.steps, batch=args.batch, lr=args.lr,
-                         seed=args.seed, every=args.every)
+        from latentindigo.training.denoiser import export_mini, train_unet
+
+        train_unet(args.data, args.vae, args.out, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
+                   every=args.every)
         if args.export:
-            train.export_mini(args.vae.parent, args.out, args.export)
+            export_mini(args.vae.parent, args.out, args.export)
 
 
 def _calibrate(args: argparse.Namespace) -> None:
-    from latentindigo.train import calibrate_latent_inn
+    from latentindigo.calibration import calibrate_latent_inn
 
     args.calibrate = False  # (this command is the calibration: not a second one while loading)
     calibrate_latent_inn(load_prior_for(args), args.data, steps=args.steps, batch=args.batch, crop=args.crop)

@@ -45,7 +45,7 @@ from pathlib import Path
 
 import torch
 
-from latentindigo import UserError
+from latentindigo.errors import UserError
 from latentindigo.imageio import ImageError, load_image, save_png
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"})

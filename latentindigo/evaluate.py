@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from latentindigo import metrics
-from latentindigo import UserError
+from latentindigo.errors import UserError
 from latentindigo.imageio import load_image, to_image, to_tensor
 from latentindigo.niqe import niqe_pooled
 from latentindigo.sampler import PixelModels, run

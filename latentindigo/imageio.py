@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageCms, ImageOps, PngImagePlugin
 
-from latentindigo import UserError
+from latentindigo.errors import UserError
 
 MAX_INPUT_PIXELS: int = 64_000_000
 

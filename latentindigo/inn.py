@@ -130,11 +130,14 @@ class LiftingINN(nn.Module):
 
     def inverse(self, coarse: torch.Tensor, details: list[torch.Tensor], gamma: torch.Tensor | None = None,
                 size: tuple[int, int] | None = None) -> torch.Tensor:
-        """(coarse, details) -> x of `size` (height, width).
+        """(coarse, details) -> x of `size` (height, width): required when a side of x is odd.
 
         The size of every level but the full one is read off the detail tensors (level k's details have the
-        size of level k + 1), so only the full size is ambiguous: without `size` it is twice the finest
-        details' size, which is right for even sizes; pass `size` for odd ones."""
+        size of level k + 1); the full size cannot be. The split repeats an odd side's last row or column, so
+        the details of a 37-pixel side have the shape of a 38-pixel side's, and they cannot be made a row
+        shorter: once the lifting steps have run, the details at the repeated row hold part of the image that
+        the coarse part's update steps depend on. Without `size` the result is twice the finest details' size:
+        x itself for even sides, x with its last row or column repeated for odd ones."""
         levels = len(details)
         finest = tuple(details[0].shape[-2:]) if levels else tuple(coarse.shape[-2:])
         sizes = [tuple(size) if size else (2 * finest[0], 2 * finest[1])]

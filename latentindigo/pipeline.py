@@ -22,7 +22,7 @@ import torch
 from diffusers import DDIMScheduler, DiffusionPipeline, ImagePipelineOutput
 from PIL import Image
 
-from latentindigo import UserError
+from latentindigo.errors import UserError
 from latentindigo.imageio import load_image
 from latentindigo.inn import LiftingINN
 from latentindigo.priors import LATENT_INN_FILE, Prior, load_prior

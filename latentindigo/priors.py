@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -21,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-from latentindigo import UserError
+from latentindigo import calibration
+from latentindigo.errors import UserError
 from latentindigo.inn import LiftingINN
 from latentindigo.settings import BUNDLED_PRIOR, local_folder
 from latentindigo.weights import load_weights
@@ -44,24 +44,6 @@ def hub_files(variant: str | None) -> list[str]:
 # text-conditioned priors get a neutral quality prompt, embedded once
 DEFAULT_PROMPT = "a high-quality photograph, sharp focus, fine natural detail"
 DEFAULT_NEGATIVE_PROMPT = "blurry, noisy, jpeg artifacts, low quality, oversmoothed"
-
-
-def vae_fingerprint(vae: torch.nn.Module) -> str:
-    """A hash of a VAE's config and weights: the key of its calibrated LatentINN in the cache."""
-    # (config keys starting with "_" are diffusers' bookkeeping, e.g. a set whose order changes per process)
-    config = {k: v for k, v in dict(vae.config).items() if not k.startswith("_")}
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
-    for name, tensor in sorted(vae.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:32]
-
-
-def latent_inn_cache_path(vae: torch.nn.Module) -> Path:
-    """Where `calibrate` stores the LatentINN of this VAE: in the Hugging Face cache folder."""
-    from huggingface_hub.constants import HF_HOME
-
-    return Path(HF_HOME) / "latentindigo" / "latent_inn" / f"{vae_fingerprint(vae)}.safetensors"
 
 
 @dataclass
@@ -334,8 +316,8 @@ def load_prior(spec: str = "mini", device: str | torch.device | None = None, dty
     Defaults: CUDA when available, in fp16 there (float32 on the CPU). `offload` keeps each model on the
     CPU until it runs (accelerate's model offload: less GPU memory, slower); `compile` wraps the UNet in
     `torch.compile` (slow first step, faster after). A VAE without a calibrated LatentINN is calibrated once
-    and cached (`train.calibrate_latent_inn`) when `calibrate` is true, by default when the device is a GPU
-    (minutes there; far longer on a CPU, where it falls back to the Haar-initialised INN with a notice);
+    and cached (`calibration.calibrate_latent_inn`) when `calibrate` is true, by default when the device is a
+    GPU (minutes there; far longer on a CPU, where it falls back to the Haar-initialised INN with a notice);
     `progress(step, total)` follows it."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
@@ -368,7 +350,7 @@ def load_prior(spec: str = "mini", device: str | torch.device | None = None, dty
 
     inn_path = Path(latent_inn) if latent_inn else (folder / LATENT_INN_FILE if folder else None)
     if inn_path is None or not inn_path.exists():
-        inn_path = latent_inn_cache_path(vae)
+        inn_path = calibration.latent_inn_cache_path(vae)
     notice = ""
     if inn_path.exists():
         inn, trained = load_weights(LiftingINN, inn_path), True
@@ -380,11 +362,9 @@ def load_prior(spec: str = "mini", device: str | torch.device | None = None, dty
                   f"(run: python -m latentindigo calibrate --prior {spec})")
 
     if not trained and (device.type == "cuda" if calibrate is None else calibrate):
-        from latentindigo.train import calibrate_latent_inn
-
         probe = Prior(name=spec, vae=vae, unet=unet, alphas_cumprod=alphas, prediction_type=prediction_type,
                       latent_inn=inn, latent_inn_trained=False, device=device, dtype=dtype)
-        inn_path = calibrate_latent_inn(probe, progress=progress)
+        inn_path = calibration.calibrate_latent_inn(probe, progress=progress)
         inn, trained, notice = load_weights(LiftingINN, inn_path), True, ""
     inn.to(device)
     if device.type == "cpu":

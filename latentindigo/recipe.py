@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 
 from PIL import Image
 
-from latentindigo import UserError, __version__
+from latentindigo import __version__
+from latentindigo.errors import UserError
 from latentindigo.settings import DIFFUSION_METHODS, Settings
 
 if TYPE_CHECKING:

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from latentindigo import UserError
+from latentindigo.errors import UserError
 from latentindigo.settings import realistic_package
 from latentindigo.weights import load_weights, save_weights
 

@@ -36,8 +36,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from latentindigo import UserError
 from latentindigo.degradations import low_band, pad_edges, resize
+from latentindigo.errors import UserError
 from latentindigo.estimator import DegradationEstimator, Estimate
 from latentindigo.first_stages import combine, load_realistic, realistic_estimate, realistic_files
 from latentindigo.imageio import to_image, to_tensor

@@ -1,5 +1,5 @@
 """The demo's serving half, without a user interface: the priors it offers, one job at a time on the device,
-Stop, what a run will cost, and running methods to the end. `app.py` wires Gradio components to this.
+Stop, what a run will cost, and running methods to the end. `latentindigo/demo/` builds the Gradio tabs on it.
 
 Importing this module imports neither torch nor Gradio: the page is served first, the library loaded after.
 """
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from PIL import Image
 
-from latentindigo import UserError
+from latentindigo.errors import UserError
 from latentindigo.settings import DIFFUSION_METHODS, Settings, settings_for
 
 if TYPE_CHECKING:

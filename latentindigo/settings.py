@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from latentindigo import UserError
+from latentindigo.errors import UserError
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 BUNDLED_PRIOR = ASSETS / "mini"  # the spec `mini`

@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 
 from latentindigo.sampler import load_pixel_models
-from latentindigo.train import estimator_correlation, inn_validation, load_photos
+from latentindigo.training.data import load_photos
+from latentindigo.training.pixel_inn import estimator_correlation, inn_validation
 
 
 def main() -> None:

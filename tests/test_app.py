@@ -339,15 +339,16 @@ def test_a_run_stopped_after_the_first_stage_says_the_preview_is_the_restorers(t
     from types import SimpleNamespace
 
     import app
+    from latentindigo.demo import restore_tab, server
 
     app.build_demo(["tiny-random"])
     request = SimpleNamespace(session_hash="first-stage")
-    updates = app.restore(str(photo(tmp_path / "in.png", 24, 18)), steps=20, seed=1, request=request)
-    status = app.RESTORE_OUTPUTS.index("status")
+    updates = restore_tab.restore(str(photo(tmp_path / "in.png", 24, 18)), steps=20, seed=1, request=request)
+    status = restore_tab.RESTORE_OUTPUTS.index("status")
     for update in updates:
         if "First stage" in str(update[status]):
             break
-    app.JOBS.stop(request.session_hash)
+    server.JOBS.stop(request.session_hash)
     final = [update[status] for update in updates]
     assert final == ["Stopped before the first step; the preview shows the first stage (restorer)."], final
 
@@ -451,6 +452,7 @@ def test_the_sampler_controls_follow_the_chosen_priors_tuned_settings(tmp_path):
     import gradio as gr
 
     import app
+    from latentindigo.demo.restore_tab import TUNED_CONTROLS, tuned_controls
     from latentindigo.settings import TUNED_FILE, Settings
 
     (tmp_path / TUNED_FILE).write_text('{"eta": 0.75, "latent_reg": "projection", "reg_every": 3}')
@@ -459,10 +461,10 @@ def test_the_sampler_controls_follow_the_chosen_priors_tuned_settings(tmp_path):
             if getattr(b, "label", None) in ("Eta", "LatentINN regularisation", "Regularise every N steps")}
     assert page == {"Eta": 0.75, "LatentINN regularisation": "projection", "Regularise every N steps": 3}
     # the dropdown's handler sets the controls in TUNED_CONTROLS' order: each starts at the value it would set
-    handler = next(f for f in demo.fns.values() if f.fn is app.tuned_controls)
-    assert [c.value for c in handler.outputs] == app.tuned_controls(str(tmp_path))
-    picked = dict(zip(app.TUNED_CONTROLS, app.tuned_controls("tiny-random")))
-    assert picked == {name: getattr(Settings(), name) for name in app.TUNED_CONTROLS}
+    handler = next(f for f in demo.fns.values() if f.fn is tuned_controls)
+    assert [c.value for c in handler.outputs] == tuned_controls(str(tmp_path))
+    picked = dict(zip(TUNED_CONTROLS, tuned_controls("tiny-random")))
+    assert picked == {name: getattr(Settings(), name) for name in TUNED_CONTROLS}
     (tmp_path / TUNED_FILE).write_text('{"seed": 1}')
     with pytest.raises(gr.Error, match="sets what it may not: seed"):
-        app.tuned_controls(str(tmp_path))
+        tuned_controls(str(tmp_path))

@@ -42,6 +42,32 @@ def test_inverse_without_size_reads_level_sizes_off_the_details(size, levels):
     assert (back[..., : size[0], : size[1]] - x).abs().max() < 1e-5
 
 
+@pytest.mark.parametrize("levels", [1, 2])
+def test_odd_sizes_come_back_exactly_given_size_which_the_details_cannot_carry(levels):
+    """Why `inverse` needs `size` for odd sides: a 37x45 image's details have the shapes of a 38x46 one's, and they
+    cannot be a row shorter. On the padded (repeated) last row the Haar step's row-difference bands are zero, so a
+    fresh network would lose nothing without them; after trained lifting steps the image depends on them."""
+
+    def without_padded_row(details: list[torch.Tensor]) -> list[torch.Tensor]:
+        finest = details[0].clone()
+        horizontal, _, diagonal = finest.chunk(3, dim=1)  # (views into finest)
+        horizontal[..., -1, :], diagonal[..., -1, :] = 0, 0
+        return [finest, *details[1:]]
+
+    x = torch.rand(1, 3, 37, 45, dtype=torch.float64)
+    for inn, lost in ((LiftingINN(channels=3, levels=levels).double(), False),
+                      (randomised(LiftingINN(channels=3, levels=levels)).double(), True)):
+        gamma = torch.randn(1, inn.gamma_dim, dtype=torch.float64)
+        with torch.no_grad():
+            coarse, details = inn(x, gamma)
+            even = inn(torch.rand(1, 3, 38, 46, dtype=torch.float64), gamma)[1]
+            assert [d.shape for d in details] == [d.shape for d in even]
+            back = inn.inverse(coarse, details, gamma, (37, 45))
+            assert back.shape == x.shape and (back - x).abs().max() < 1e-12
+            shorter = inn.inverse(coarse, without_padded_row(details), gamma, (37, 45))
+        assert ((shorter - x).abs().max() > 1e-3) == lost
+
+
 @pytest.mark.parametrize("size", [(16, 24), (9, 11)])
 def test_fresh_network_is_haar(size):
     inn = LiftingINN(channels=3, levels=1).double()

@@ -8,7 +8,8 @@ import sys
 import pytest
 
 from latentindigo import UserError
-from latentindigo.priors import latent_inn_cache_path, load_prior
+from latentindigo.calibration import latent_inn_cache_path
+from latentindigo.priors import load_prior
 
 
 def test_calibrate_caches_a_latent_inn_that_beats_haar_and_is_used(tmp_path):
@@ -20,7 +21,8 @@ def test_calibrate_caches_a_latent_inn_that_beats_haar_and_is_used(tmp_path):
     line = result.stdout.strip().splitlines()[-1]  # ".../<hash>.safetensors: LatentINN error A (Haar initialisation B)"
     trained, haar = (float(v) for v in line.replace(")", "").split("error ")[1].split(" (Haar initialisation "))
     assert trained < haar
-    check = ("from latentindigo.priors import load_prior, latent_inn_cache_path; import json; "
+    check = ("from latentindigo.priors import load_prior; from latentindigo.calibration import latent_inn_cache_path; "
+             "import json; "
              "p = load_prior('tiny-random'); "
              "print(json.dumps([p.latent_inn_trained, p.notice, str(latent_inn_cache_path(p.vae))]))")
     out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, env=env, timeout=300)
@@ -48,14 +50,14 @@ def test_a_prior_without_a_latent_inn_is_calibrated_on_first_use_and_cached(tmp_
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
     script = """
 import json
-from latentindigo import train
+from latentindigo import calibration
 from latentindigo.priors import load_prior
 calls, seen = [], []
-original = train.calibrate_latent_inn
+original = calibration.calibrate_latent_inn
 def short(prior, progress=None):
     calls.append(prior.name)
     return original(prior, steps=8, batch=2, crop=64, progress=progress)
-train.calibrate_latent_inn = short
+calibration.calibrate_latent_inn = short
 first = load_prior("tiny-random", calibrate=True, progress=lambda step, total: seen.append([step, total]))
 again = load_prior("tiny-random", calibrate=True)
 print(json.dumps([calls, first.latent_inn_trained, first.notice, seen[-1], again.latent_inn_trained]))

@@ -6,10 +6,11 @@ import pytest
 import torch
 from PIL import Image
 
-from latentindigo import train
 from latentindigo.degradations import Degradation, degrade, resize
 from latentindigo.metrics import psnr, ssim
 from latentindigo.restorer import Restorer, jpeg_grid, load_restorer, restore_first_stage
+from latentindigo.training.data import PhotoCrops
+from latentindigo.training.restorer import RESTORER_VALIDATION, grow_from, restorer_pair, train_restorer
 from latentindigo.weights import load_weights, save_weights
 
 
@@ -34,22 +35,22 @@ def test_restorer_training_lowers_the_loss_and_resumes(tmp_path, bf16, workers):
             image.save(root / split / f"{split}{i}.png")
     small = {"widths": [4, 8, 8], "blocks": [1, 1, 1]}
     rng = np.random.default_rng(7)
-    crops = train.PhotoCrops(root / "train", 32)
-    fixed = [(x, *train.restorer_pair(x, rng)) for x in (crops.batch(rng, 1) for _ in range(16))]
+    crops = PhotoCrops(root / "train", 32)
+    fixed = [(x, *restorer_pair(x, rng)) for x in (crops.batch(rng, 1) for _ in range(16))]
 
     def loss(restorer):
         with torch.no_grad():
             return sum(torch.nn.functional.mse_loss(restorer(up, s, g), x).item() for x, up, s, g in fixed)
 
     run = tmp_path / "run"
-    info = train.train_restorer(root, run, steps=80, batch=4, crop=32, lr=3e-3, every=40, config=small, bf16=bf16,
-                                workers=workers)
+    info = train_restorer(root, run, steps=80, batch=4, crop=32, lr=3e-3, every=40, config=small, bf16=bf16,
+                          workers=workers)
     restorer = load_weights(Restorer, run / "restorer.safetensors")
     assert loss(restorer) < 0.99 * loss(Restorer(**small))  # a fresh one is the bicubic upscale
     assert restorer.config == small
-    assert set(info["validation"]) == set(train.RESTORER_VALIDATION)
-    again = train.train_restorer(root, run, steps=80, batch=4, crop=32, lr=3e-3, every=40, config=small, bf16=bf16,
-                                 workers=workers)
+    assert set(info["validation"]) == set(RESTORER_VALIDATION)
+    again = train_restorer(root, run, steps=80, batch=4, crop=32, lr=3e-3, every=40, config=small, bf16=bf16,
+                           workers=workers)
     assert again["step"] == 80 and len(again["history"]) == 2
 
 
@@ -60,7 +61,7 @@ def test_a_restorer_grown_from_trained_weights_starts_as_the_trained_one(tmp_pat
         torch.nn.init.normal_(p, std=0.1)
     path = save_weights(trained, tmp_path / "trained.safetensors")
     grown = Restorer(widths=(4, 8, 8), blocks=(1, 2, 3))
-    train.grow_from(grown, path)
+    grow_from(grown, path)
     up, scale, grid = torch.rand(2, 3, 24, 20), torch.tensor([2.0, 4.0]), jpeg_grid((6, 5), (24, 20), 70)
     with torch.no_grad():
         assert (trained(up, scale, grid) - up).abs().max() > 0.01
@@ -76,7 +77,7 @@ def test_a_restorer_grown_from_one_without_the_jpeg_grid_input_starts_ignoring_i
     state["inp.weight"] = state["inp.weight"][:, :4].contiguous()  # image and scale channels only
     save_file(state, tmp_path / "old.safetensors")
     grown = Restorer(widths=(4, 8, 8), blocks=(1, 1, 2))
-    train.grow_from(grown, tmp_path / "old.safetensors")
+    grow_from(grown, tmp_path / "old.safetensors")
     up = torch.rand(1, 3, 24, 20)
     with torch.no_grad():
         with_jpeg = grown(up, 4.0, jpeg_grid((6, 5), (24, 20), 40))
