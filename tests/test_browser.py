@@ -105,6 +105,8 @@ def shots(tmp_path_factory) -> Path:
 
 
 def test_restore_shows_a_live_preview_then_the_slider(page, shots):
+    # before a run, the result's numbers are not shown (as 0)
+    assert page.locator("#seed-used input").count() == 0 or not page.locator("#seed-used input").is_visible()
     upload(page, "#input-image", EXAMPLES / "chelsea.png")
     status_contains(page, "#size-hint", "64x64 → 256x256", timeout=60_000)
     for attempt in range(30):  # the server times a few short runs at start-up; then the hint has an estimate
@@ -125,6 +127,9 @@ def test_restore_shows_a_live_preview_then_the_slider(page, shots):
     assert all(" · " in p["label"] and "/8" in p["label"] for p in steps)
     assert page.locator("#download a").count() >= 1  # the PNG download
     assert page.locator("#maps img").count() == 2  # the consistency and invented-detail maps
+    page.wait_for_selector("#seed-used input", state="visible", timeout=10_000)
+    assert int(page.locator("#seed-used input").input_value()) >= 0
+    assert float(page.locator("#seconds input").input_value()) > 0
     page.wait_for_timeout(500)  # let the plot finish drawing
     page.screenshot(path=str(shots / "restore.png"), full_page=True)
 

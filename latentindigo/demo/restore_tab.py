@@ -279,7 +279,7 @@ def build(demo: gr.Blocks, choices: list[tuple[str, str]], tuned: Settings) -> N
                 look = gr.Radio(list(LOOKS), value="Balanced", label="Look", elem_id="look",
                                 info="Fidelity: the restorer, closest to the photo; Realistic: Real-ESRGAN's crisp "
                                      "detail on the restorer's coarse content")
-                realism = Slider(0, 1, value=tuned.realism, step=0.05, label="Realism", elem_id="realism",
+                realism = Slider(0, 1, value=tuned.realism, step=0.01, label="Realism", elem_id="realism",
                                  info="0: faithful (highest PSNR, soft), 1: realistic (natural texture, some invented "
                                       "structure)")
                 guidance = Slider(0, 2, value=tuned.guidance, step=0.05, label="Guidance strength",
@@ -339,14 +339,18 @@ def build(demo: gr.Blocks, choices: list[tuple[str, str]], tuned: Settings) -> N
                     png = gr.File(label="Download PNG", interactive=False, elem_id="download")
                     with gr.Column():
                         estimate = gr.Textbox(label="Estimated degradation", interactive=False)
-                        with gr.Row():
-                            seed_used = gr.Number(label="Seed used", interactive=False, precision=0)
-                            seconds = gr.Number(label="Time (s)", interactive=False)
-        wire_run("restore", restore, buttons,
+                        # shown once a run has given them: before, Gradio would show its empty value as 0
+                        with gr.Row(visible=False) as numbers:
+                            seed_used = gr.Number(label="Seed used", interactive=False, precision=0,
+                                                  elem_id="seed-used")
+                            seconds = gr.Number(label="Time (s)", interactive=False, elem_id="seconds")
+        ran = wire_run("restore", restore, buttons,
                         inputs=[image, prior, mode, guidance, steps, scale, width, height, seed, refine, refine_lr,
                                 reg_every, reg_strength, latent_reg, start, eta, colour_fix, prompt, realism],
                         outputs=[preview, plot, status, result, png, seed_used, estimate, seconds, maps_gallery, show],
                         status=status, progress_on=[result], show_progress="full")
+        ran.success(lambda: gr.Row(visible=True), None, numbers, queue=False, show_progress="hidden",
+                    api_visibility="private")
         for control in (image, scale, width, height, prior, mode, steps):
             control.change(size_hint, [image, scale, width, height, prior, mode, steps], hint, queue=False,
                            show_progress="hidden", api_visibility="private")

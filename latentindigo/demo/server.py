@@ -81,13 +81,15 @@ def on_gpu(fn: Callable) -> Callable:
 
 
 def wire_run(kind: str, fn: Callable, buttons: tuple[gr.Button, gr.Number, gr.Button], inputs: list, outputs: list,
-             status: gr.Markdown, progress_on: list, **options) -> None:
+             status: gr.Markdown, progress_on: list, **options) -> gr.events.Dependency:
     """A tab's Run button calls `fn` as the API's /`kind`, one job at a time on the device, with the time it was
-    sent (`SENT_AT`) as its last input; its Stop button ends that run (`stopper`) in `status`."""
+    sent (`SENT_AT`) as its last input; its Stop button ends that run (`stopper`) in `status`. Returns the run's
+    event."""
     run, sent, stop_button = buttons
-    run.click(fn, inputs=inputs + [sent], outputs=outputs, api_name=kind, concurrency_limit=1, concurrency_id="device",
+    event = run.click(fn, inputs=inputs + [sent], outputs=outputs, api_name=kind, concurrency_limit=1, concurrency_id="device",
               show_progress_on=progress_on, trigger_mode=RUN_TRIGGER, js=SENT_AT, **options)
     stop_button.click(stopper(kind), sent, outputs=[status], queue=False, api_visibility="private", js=SENT_AT)
+    return event
 
 
 def recipe_text(done, photo: Image.Image, prior: str | None) -> dict[str, str]:
