@@ -127,7 +127,7 @@ def main() -> None:
         curves[name] = [scores([combine(i["f"], i["g"], r, inn=pixel.inn, prior=prior, gamma=i["gamma"],
                                         levels=i["levels"]) for i in items], truths) | {"r": r} for r in CONTROL]
         for row in curves[name]:
-            print(f"{name:10s} r={row['r']:.1f}  PSNR {row['psnr']:.2f}  SSIM {row['ssim']:.3f}  NIQE {row['niqe']:.2f}",
+            print(f"{name:10s} r={row['r']:<4g}  PSNR {row['psnr']:.2f}  SSIM {row['ssim']:.3f}  NIQE {row['niqe']:.2f}",
                   flush=True)
     tuned = settings_for("mini")
     control = sorted(set(CONTROL) | {tuned.realism})  # the default is a point of the samplers' curves
@@ -138,7 +138,7 @@ def main() -> None:
                                             scale=None), prior, pixel).tensor for i, t in zip(items, truths)]
             curves[name].append(scores(outputs, truths) | {"r": r})
             row = curves[name][-1]
-            print(f"{name:10s} r={r:.1f}  PSNR {row['psnr']:.2f}  SSIM {row['ssim']:.3f}  NIQE {row['niqe']:.2f}",
+            print(f"{name:10s} r={r:<4g}  PSNR {row['psnr']:.2f}  SSIM {row['ssim']:.3f}  NIQE {row['niqe']:.2f}",
                   flush=True)
         if name == "LatentINN":  # the demo's default method
             table[f"default (LatentINN, r = {tuned.realism:g})"] = curves[name][control.index(tuned.realism)]
