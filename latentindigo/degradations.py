@@ -265,7 +265,7 @@ def effective_noise(d: Degradation, size: tuple[int, int] = (64, 64)) -> float:
 
 def low_band(x: torch.Tensor, levels: int) -> torch.Tensor:
     """What `levels` dilated 3x3 binomial blurs (dilations 1, 2, 4, ...) leave of x: a smooth wavelet low band
-    (a Haar band would add block edges)."""
+    (a Haar band would add block edges); x itself for 0 levels."""
     kernel = torch.tensor([1.0, 2.0, 1.0], device=x.device, dtype=x.dtype)
     kernel = (kernel[:, None] * kernel[None, :] / 16).expand(x.shape[1], 1, 3, 3)
     for level in range(levels):

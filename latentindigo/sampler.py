@@ -261,9 +261,8 @@ def _diffuse(y, x_first, x_faithful, size, levels, gamma, settings: Settings, pr
     # what the diffusion changes, added to the start: the autoencoder's loss on the start cancels (a lossy VAE
     # would otherwise take away detail the start had: the mini VAE keeps about a quarter of it); in the finest
     # bands, which the autoencoder does not reproduce, the start is kept
-    decoded_start, keep = decode(z_init), settings.start_detail_levels
-    compose = lambda z: x_first + (low_band(decode(z) - decoded_start, keep) if keep  # noqa: E731
-                                   else decode(z) - decoded_start)
+    decoded_start = decode(z_init)
+    compose = lambda z: x_first + low_band(decode(z) - decoded_start, settings.start_detail_levels)  # noqa: E731
 
     alphas = prior.alphas_cumprod
     t_start = min(prior.num_timesteps - 1, round(settings.start * prior.num_timesteps))

@@ -47,8 +47,8 @@ class Settings:
     # (latent space, free); "projection" is the PixelINN's E(D(z0)) (a decode and an encode each time)
     latent_reg: str = "spread"
     colour_fix: bool = True  # wavelet colour fix towards the first-stage restorer's estimate R(y)
-    # how many of the finest wavelet bands the colour fix keeps from the diffusion (the rest is R(y)'s): as many
-    # as the prior adds true detail in
+    # how many of the finest wavelet bands the colour fix keeps from the diffusion (the rest is the start's): as
+    # many as the prior adds true detail in
     colour_fix_levels: int = 2
     # how many of the finest wavelet bands the result keeps from its start rather than the diffusion: those the
     # prior's autoencoder does not reproduce, where the diffusion's changes are its decoder's, not the image's
