@@ -65,4 +65,4 @@ def build(choices: list[tuple[str, str]], tuned: Settings) -> None:
                 gallery = results_gallery("Results", "compare-gallery")
                 table = gr.Dataframe(results_table([]), label="Times", interactive=False)
         wire_run("compare", compare, buttons, inputs=[image, methods, prior, steps, scale, seed],
-                        outputs=[gallery, table, status], status=status, progress_on=[gallery])
+                 outputs=[gallery, table, status], status=status, progress_on=[gallery])

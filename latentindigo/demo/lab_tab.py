@@ -90,5 +90,5 @@ def build(choices: list[tuple[str, str]], tuned: Settings) -> None:
                 table = gr.Dataframe(results_table([], scores=True), label="Scores against the original",
                                      interactive=False)
         wire_run("lab", lab, buttons,
-                        inputs=[image, scale, blur, noise, jpeg, degradation_seed, methods, prior, steps, seed],
-                        outputs=[low, gallery, table, status], status=status, progress_on=[gallery])
+                 inputs=[image, scale, blur, noise, jpeg, degradation_seed, methods, prior, steps, seed],
+                 outputs=[low, gallery, table, status], status=status, progress_on=[gallery])

@@ -345,10 +345,10 @@ def build(demo: gr.Blocks, choices: list[tuple[str, str]], tuned: Settings) -> N
                                                   elem_id="seed-used")
                             seconds = gr.Number(label="Time (s)", interactive=False, elem_id="seconds")
         ran = wire_run("restore", restore, buttons,
-                        inputs=[image, prior, mode, guidance, steps, scale, width, height, seed, refine, refine_lr,
-                                reg_every, reg_strength, latent_reg, start, eta, colour_fix, prompt, realism],
-                        outputs=[preview, plot, status, result, png, seed_used, estimate, seconds, maps_gallery, show],
-                        status=status, progress_on=[result], show_progress="full")
+                       inputs=[image, prior, mode, guidance, steps, scale, width, height, seed, refine, refine_lr,
+                               reg_every, reg_strength, latent_reg, start, eta, colour_fix, prompt, realism],
+                       outputs=[preview, plot, status, result, png, seed_used, estimate, seconds, maps_gallery, show],
+                       status=status, progress_on=[result], show_progress="full")
         ran.success(lambda: gr.Row(visible=True), None, numbers, queue=False, show_progress="hidden",
                     api_visibility="private")
         for control in (image, scale, width, height, prior, mode, steps):

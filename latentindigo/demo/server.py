@@ -86,8 +86,9 @@ def wire_run(kind: str, fn: Callable, buttons: tuple[gr.Button, gr.Number, gr.Bu
     sent (`SENT_AT`) as its last input; its Stop button ends that run (`stopper`) in `status`. Returns the run's
     event."""
     run, sent, stop_button = buttons
-    event = run.click(fn, inputs=inputs + [sent], outputs=outputs, api_name=kind, concurrency_limit=1, concurrency_id="device",
-              show_progress_on=progress_on, trigger_mode=RUN_TRIGGER, js=SENT_AT, **options)
+    event = run.click(fn, inputs=inputs + [sent], outputs=outputs, api_name=kind, concurrency_limit=1,
+                      concurrency_id="device", show_progress_on=progress_on, trigger_mode=RUN_TRIGGER, js=SENT_AT,
+                      **options)
     stop_button.click(stopper(kind), sent, outputs=[status], queue=False, api_visibility="private", js=SENT_AT)
     return event
 
