@@ -55,8 +55,6 @@ def _restore(args: argparse.Namespace) -> None:
     prior = None
     if settings.method in DIFFUSION_METHODS:
         prior = load_prior_for(args)
-        if saved and saved.get("prior") and saved["prior"].get("prompt") and prior.encode_prompt is not None:
-            prior.set_prompt(*saved["prior"]["prompt"])
     pixel = load_pixel_models(realistic=args.first_stage_weights)
     if settings.uses_realistic:
         pixel.realistic_model()  # a missing package or a bad weights file: one line before the progress bar
@@ -70,6 +68,8 @@ def _restore(args: argparse.Namespace) -> None:
             save_png(event.image, args.output, text=recipe.png_text(recipe.recipe(event, image, prior, pixel)))
             print(f"{args.output}: {event.image.width}x{event.image.height} in {event.seconds:.1f} s "
                   f"(estimated {event.estimate})")
+            if args.verbose and event.summary:
+                print(event.summary)
             if args.maps:
                 from latentindigo.maps import maps, save_maps
 
@@ -99,7 +99,8 @@ def settings_from_args(args: argparse.Namespace):
 
     if args.size and args.scale:
         raise UserError("give --size or --scale, not both")
-    given = {name: getattr(args, name) for name in TUNABLE if getattr(args, name) is not None}
+    given = {name: getattr(args, name) for name in TUNABLE + ("prompt", "negative_prompt")
+             if getattr(args, name, None) is not None}
     return settings_for(args.prior, method=args.method, seed=args.seed, size=args.size, scale=args.scale, **given)
 
 
@@ -115,11 +116,6 @@ def load_prior_for(args: argparse.Namespace):
     prior = load_prior(args.prior, device=args.device, offload=getattr(args, "offload", False),
                        compile=getattr(args, "compile", False), calibrate=getattr(args, "calibrate", None),
                        progress=calibration_bar())
-    if getattr(args, "prompt", None) is not None or getattr(args, "negative_prompt", None) is not None:
-        from latentindigo.priors import DEFAULT_NEGATIVE_PROMPT, DEFAULT_PROMPT
-
-        prior.set_prompt(args.prompt if args.prompt is not None else DEFAULT_PROMPT,
-                         args.negative_prompt if args.negative_prompt is not None else DEFAULT_NEGATIVE_PROMPT)
     if prior.notice:
         print(f"note: {prior.notice}", file=sys.stderr)
     return prior
@@ -194,7 +190,16 @@ def add_restore_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--first-stage-weights", type=Path, metavar="FILE",
                    help="your own ESRGAN-family model (.safetensors, or a .pth state dict, read without unpickling "
                         "objects) as the realistic first stage instead of Real-ESRGAN x4plus")
+    p.add_argument("--early-stop", type=float, metavar="LEVELS",
+                   help="stop when a step moves the output by less than this RMS, in 8-bit grey levels; when the "
+                        "whole diffusion moves it by less, the result is its start (0: every step; "
+                        f"{d.early_stop:g}; the bundled mini: {settings_for('mini').early_stop:g})")
+    p.add_argument("--no-early-stop", action="store_const", const=0.0, dest="early_stop",
+                   help="run every step (--early-stop 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--verbose", action="store_true",
+                   help="also print what the diffusion changed (steps taken, RMS change from its start, share of "
+                        "pixels moved)")
 
 
 def _evaluate(args: argparse.Namespace) -> None:

@@ -11,6 +11,7 @@ One control, `realism` in [0, 1], walks from the one to the other (`combine`).
 
 from __future__ import annotations
 
+import copy
 import math
 from functools import cache
 from pathlib import Path
@@ -22,9 +23,11 @@ from latentindigo.rrdbnet import RRDBNet, load_state, realesrgan_x4plus, upscale
 
 
 @cache
-def load_realistic(weights: Path | None = None) -> RRDBNet:
-    """The realistic first stage: a user's ESRGAN-family file, else Real-ESRGAN x4plus from its package (once
-    per process). UserError with one line when it is unavailable."""
+def load_realistic(weights: Path | None = None, device: torch.device = torch.device("cpu")) -> RRDBNet:
+    """The realistic first stage on `device`: a user's ESRGAN-family file, else Real-ESRGAN x4plus from its package
+    (once per process and device). UserError with one line when it is unavailable."""
+    if device.type != "cpu":
+        return copy.deepcopy(load_realistic(weights)).to(device)
     return load_state(weights) if weights else realesrgan_x4plus()
 
 
@@ -34,9 +37,8 @@ def realistic_files(weights: Path | None = None) -> tuple[Path, ...]:
 
 
 def realistic_estimate(model: RRDBNet, y: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """y (1, 3, h, w) in [0, 1] through the model at its own scale, then resized to `size` (height, width). The
-    model runs where y is (on a GPU with the prior)."""
-    return resize(upscale(model.to(y.device), y), size, "bicubic").clamp(0, 1)
+    """y (1, 3, h, w) in [0, 1] through the model at its own scale, then resized to `size` (height, width)."""
+    return resize(upscale(model, y), size, "bicubic").clamp(0, 1)
 
 
 def split_levels(scale: float) -> int:

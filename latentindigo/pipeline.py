@@ -79,7 +79,7 @@ class LatentIndigoPipeline(DiffusionPipeline):
         self.prior.latent_inn.to(self.device)
         if self.prior.context is not None:
             self.prior.context = self.prior.context.to(self.device, self.prior.dtype)
-            self.prior.negative_context = self.prior.negative_context.to(self.device, self.prior.dtype)
+        self.prior._embeddings.clear()  # made on the old device
         return self
 
     def save_pretrained(self, folder: str | Path, **_) -> None:

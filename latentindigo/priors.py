@@ -41,9 +41,6 @@ def hub_files(variant: str | None) -> list[str]:
     """The files of a Stable-Diffusion-style repo that `load_prior` needs, fp16 variant or full precision."""
     suffix = f".{variant}" if variant else ""
     return HUB_CONFIGS + [w.format(suffix) for w in HUB_WEIGHTS]
-# text-conditioned priors get a neutral quality prompt, embedded once
-DEFAULT_PROMPT = "a high-quality photograph, sharp focus, fine natural detail"
-DEFAULT_NEGATIVE_PROMPT = "blurry, noisy, jpeg artifacts, low quality, oversmoothed"
 
 
 @dataclass
@@ -57,8 +54,7 @@ class Prior:
     prediction_type: str  # "epsilon" or "v_prediction"
     latent_inn: LiftingINN
     latent_inn_trained: bool
-    context: torch.Tensor | None = None  # text embedding for conditional UNets
-    negative_context: torch.Tensor | None = None
+    context: torch.Tensor | None = None  # a fixed embedding for conditional UNets built without a text encoder
     notice: str = ""  # shown to users, e.g. when the LatentINN falls back to its Haar initialisation
     encode_prompt: object = field(default=None, repr=False)  # prompt -> embedding, when a text encoder exists
     device: torch.device = torch.device("cpu")
@@ -66,7 +62,7 @@ class Prior:
     files: tuple[Path, ...] = ()  # the weight files it was loaded from (none for the random priors): recipes hash them
     folder: Path | None = None  # the diffusers folder it was loaded from (None: built in-process)
     scheduler_config: dict = field(default_factory=dict)
-    prompt: tuple[str, str] = ("", "")  # the prompt and negative prompt it is conditioned on
+    _embeddings: dict = field(default_factory=dict, repr=False)  # (prompt, negative) -> embed's result
 
     @property
     def factor(self) -> int:
@@ -108,26 +104,33 @@ class Prior:
             x = self.vae.decode((z / self.scaling_factor).to(self.device, self.dtype)).sample
         return (x.float() + 1) / 2
 
-    def set_prompt(self, prompt: str, negative_prompt: str = "") -> None:
+    def embed(self, prompt: str, negative_prompt: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(negative, positive) text embeddings for a run (kept per prompt pair: runs differ in nothing else); a
+        prior without a text encoder has its fixed context (random UNets) or none, and ignores the prompt."""
         if self.encode_prompt is None:
-            raise UserError(f"the prior {self.name!r} has no text encoder: prompts need a text-conditioned prior")
-        self.context, self.negative_context = self.encode_prompt(prompt), self.encode_prompt(negative_prompt)
-        self.prompt = (prompt, negative_prompt)
+            return None if self.context is None else (self.context, self.context)
+        key = (prompt, negative_prompt)
+        if key not in self._embeddings:
+            self._embeddings[key] = (self.encode_prompt(negative_prompt), self.encode_prompt(prompt))
+        return self._embeddings[key]
 
     @torch.no_grad()
-    def eps(self, z: torch.Tensor, t: int, guidance_scale: float = 1.0) -> torch.Tensor:
-        """Predicted noise for z_t at integer timestep t, tiled when z is larger than the native size."""
-        return tiled(lambda tile: self._eps(tile, t, guidance_scale), z, self.tile)
+    def eps(self, z: torch.Tensor, t: int, guidance_scale: float = 1.0,
+            context: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """Predicted noise for z_t at integer timestep t, tiled when z is larger than the native size; `context`:
+        (negative, positive) embeddings from `embed`, for conditional UNets."""
+        return tiled(lambda tile: self._eps(tile, t, guidance_scale, context), z, self.tile)
 
-    def _eps(self, z: torch.Tensor, t: int, guidance_scale: float) -> torch.Tensor:
+    def _eps(self, z: torch.Tensor, t: int, guidance_scale: float,
+             context: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
         z_in = z.to(self.device, self.dtype)
         timestep = torch.tensor([t], device=self.device)
-        if self.context is None:
+        if context is None:
             out = self.unet(z_in, timestep).sample
         elif guidance_scale == 1.0:
-            out = self.unet(z_in, timestep, encoder_hidden_states=self.context.expand(len(z), -1, -1)).sample
+            out = self.unet(z_in, timestep, encoder_hidden_states=context[1].expand(len(z), -1, -1)).sample
         else:
-            both = torch.cat([self.negative_context, self.context]).repeat_interleave(len(z), dim=0)
+            both = torch.cat(context).repeat_interleave(len(z), dim=0)
             uncond, cond = self.unet(torch.cat([z_in, z_in]), timestep, encoder_hidden_states=both).sample.chunk(2)
             out = uncond + guidance_scale * (cond - uncond)
         out = out.float()
@@ -375,11 +378,9 @@ def load_prior(spec: str = "mini", device: str | torch.device | None = None, dty
     context = None if encode_prompt else _random_context(unet, seed=0)
     files = weight_files(folder) + ((inn_path,) if trained else ())
     prior = Prior(name=spec, vae=vae, unet=unet, alphas_cumprod=alphas, prediction_type=prediction_type,
-                  latent_inn=inn, latent_inn_trained=trained, context=context, negative_context=context,
+                  latent_inn=inn, latent_inn_trained=trained, context=context,
                   encode_prompt=encode_prompt, device=device, dtype=dtype, notice=notice, files=files, folder=folder,
                   scheduler_config=scheduler)
-    if encode_prompt is not None:
-        prior.set_prompt(DEFAULT_PROMPT, DEFAULT_NEGATIVE_PROMPT)
     if context is not None:
-        prior.context, prior.negative_context = context.to(device, dtype), context.to(device, dtype)
+        prior.context = context.to(device, dtype)
     return prior

@@ -36,12 +36,12 @@ def recipe(done: Done, image: Image.Image, prior: Prior | None, pixel: PixelMode
     return {
         "version": __version__,
         "method": done.settings.method,
-        "prior": {"spec": prior.name, "weights": weight_hashes(prior.files),
-                  "prompt": list(prior.prompt)} if uses_prior else None,
+        "prior": {"spec": prior.name, "weights": weight_hashes(prior.files)} if uses_prior else None,
         "pixel_models": {"weights": weight_hashes(pixel.files_for(done.settings))},
         "settings": json.loads(json.dumps(dataclasses.asdict(done.settings))),  # tuples as lists, as JSON has them
         "seed": done.settings.seed,
         "output_size": [done.image.width, done.image.height],
+        "steps_taken": done.steps_taken,
         "estimate": {k: round(float(v), 4) for k, v in dataclasses.asdict(done.estimate).items()},
         "input": {"size": [image.width, image.height], "sha256": pixels_hash(image)},
     }
@@ -75,6 +75,8 @@ def settings_of(recipe: dict) -> Settings:
     given = dict(recipe["settings"])
     if given.get("method") == "restorer":  # its name before the realistic first stage came (0.1 recipes)
         given["method"] = "faithful"
+    if "prompt" not in given and (recipe.get("prior") or {}).get("prompt"):  # 0.2 recipes kept it with the prior
+        given["prompt"], given["negative_prompt"] = recipe["prior"]["prompt"]
     unknown = set(given) - {f.name for f in dataclasses.fields(Settings)}
     if unknown:
         raise ValueError(f"unknown settings {', '.join(sorted(unknown))}")

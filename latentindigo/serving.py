@@ -29,7 +29,7 @@ from latentindigo.settings import DIFFUSION_METHODS, Settings, settings_for
 
 if TYPE_CHECKING:
     from latentindigo.priors import Prior
-    from latentindigo.sampler import Done
+    from latentindigo.sampler import Done, FirstStage, FirstStageCache, Step
 
 LOCK_WAIT = 600  # seconds a job waits for the device before giving up (the queue normally prevents waiting)
 
@@ -47,6 +47,16 @@ class Models:
         self._loading = threading.Lock()
         self._priors: dict[str, Prior] = {}
         self.calibrating: dict[str, tuple[int, int]] = {}  # spec -> (step, total) of the calibration its load runs
+        self._first_stages: FirstStageCache | None = None
+
+    @property
+    def first_stages(self) -> FirstStageCache:
+        """The last photo's first-stage estimates (one job runs at a time, so one photo's are enough)."""
+        if self._first_stages is None:
+            from latentindigo.sampler import FirstStageCache
+
+            self._first_stages = FirstStageCache()
+        return self._first_stages
 
     def settings(self, spec: str | None, **given) -> Settings:
         """Settings for a job on prior `spec` (None: the default): `given`, else the prior's tuned settings."""
@@ -122,7 +132,7 @@ class Models:
             if self.default:
                 self.prior(self.default)
                 if jobs is not None:
-                    jobs.calibrate(self)
+                    jobs.time_first_runs(self)
         except Exception:  # the first job will report it
             traceback.print_exc()
 
@@ -200,7 +210,7 @@ class Jobs:
         job.stop.set()
         return f"{job.stopped()}."
 
-    def calibrate(self, models: Models) -> None:
+    def time_first_runs(self, models: Models) -> None:
         """Time two short LatentINN runs (the default mode) on the default prior, a 64x64 photo to 256x256 in 3
         and 6 steps (3 apart: the fit sees a tuned regularisation every 3 steps; about 3 s on 2 CPU threads), so
         that its estimates are this device's from the first job on. Other modes and priors are estimated once
@@ -215,17 +225,22 @@ class Jobs:
 
 
 class RunCosts:
-    """What a run costs on this server: seconds per megapixel of output, a fixed part plus a part per step, per
-    prior and method, fitted to the runs done here (the most recent 20 of each)."""
+    """What a run costs on this server: seconds per megapixel of output, a fixed part plus a part per step taken,
+    per prior and method, fitted to the runs done here (the most recent 20 of each). A run that stopped early
+    (the output had stopped moving) tells how many steps the next one will likely take."""
 
     def __init__(self, keep: int = 20):
         self.keep = keep
-        self.runs: dict[tuple[str, str], list[tuple[int, float]]] = {}  # -> (steps, seconds per megapixel)
+        # (prior, method) -> (steps asked for, steps taken, seconds per megapixel)
+        self.runs: dict[tuple[str, str], list[tuple[int, int, float]]] = {}
 
     def record(self, prior: str | None, done: Done) -> None:
+        """Keep a run's cost; not one that reused its first stages: estimates are for a new photo."""
+        if done.first_stages_reused:
+            return
         megapixels = done.image.width * done.image.height / 1e6
         runs = self.runs.setdefault((prior or "", done.settings.method), [])
-        runs.append((done.settings.steps, done.seconds / megapixels))
+        runs.append((done.settings.steps, done.steps_taken or done.settings.steps, done.seconds / megapixels))
         del runs[: -self.keep]
 
     def estimate(self, prior: str | None, method: str, steps: int, pixels: int) -> float | None:
@@ -233,34 +248,43 @@ class RunCosts:
         runs = self.runs.get((prior or "", method))
         if not runs:
             return None
-        if method not in DIFFUSION_METHODS or len({s for s, _ in runs}) < 2:
-            per_mp = statistics.median(c * (steps / s if method in DIFFUSION_METHODS else 1) for s, c in runs)
+        if method not in DIFFUSION_METHODS:
+            return statistics.median(c for _, _, c in runs) * pixels / 1e6
+        stopped = [taken for asked, taken, _ in runs if taken < asked]
+        steps = min(steps, round(statistics.median(stopped))) if stopped else steps
+        if len({taken for _, taken, _ in runs}) < 2:
+            per_mp = statistics.median(c * steps / taken for _, taken, c in runs)
         else:  # least squares: seconds per megapixel = fixed + per_step * steps
-            mean_s, mean_c = statistics.fmean(s for s, _ in runs), statistics.fmean(c for _, c in runs)
-            slope = (sum((s - mean_s) * (c - mean_c) for s, c in runs)
-                     / sum((s - mean_s) ** 2 for s, _ in runs))
+            mean_s = statistics.fmean(taken for _, taken, _ in runs)
+            mean_c = statistics.fmean(c for _, _, c in runs)
+            slope = (sum((taken - mean_s) * (c - mean_c) for _, taken, c in runs)
+                     / sum((taken - mean_s) ** 2 for _, taken, _ in runs))
             slope = max(slope, 0.0)
             per_mp = max(mean_c - slope * mean_s, 0.0) + slope * steps
         return per_mp * pixels / 1e6
 
 
-def gpu_seconds(fn: Callable) -> Callable[..., int]:
-    """ZeroGPU duration of a job of `fn` (restore, compare or lab), from its steps, methods and output size
-    (generous: a job that runs out of GPU time fails, one that asks for less waits less in the ZeroGPU
-    queue)."""
+def gpu_seconds(fn: Callable, costs: RunCosts, default_prior: Callable[[], str | None]) -> Callable[..., int]:
+    """ZeroGPU duration of a job of `fn` (restore, compare or lab): what `costs` expects of its methods at its
+    output size, doubled, plus 20 s to attach the GPU (a job that runs out of GPU time fails, one that asks for
+    less waits less in the ZeroGPU queue); 120 s before the server has run those methods."""
     signature = inspect.signature(fn)
 
     def estimate(*args, **kwargs) -> int:
         a = signature.bind_partial(*args, **kwargs).arguments
         try:
             with Image.open(a["image"]) as photo:
-                pixels = photo.width * photo.height * float(a.get("scale") or 4.0) ** 2
+                # the lab restores a degraded copy to the photo's own size; the other tabs upscale the photo
+                pixels = photo.width * photo.height * (1.0 if "blur" in a or "blur" in signature.parameters
+                                                       else float(a.get("scale") or 4.0) ** 2)
         except Exception:
             pixels = 512 * 512
-        methods = a.get("methods") or [a.get("mode") or "latent"]
-        per_step = sum({"pixel": 0.25, "dps": 0.5}.get(m, 0.08) for m in methods)
+        prior = a.get("prior") or default_prior()
         steps = int(a.get("steps") or Settings().steps)
-        return int(min(300, 20 + steps * per_step * max(1.0, pixels / 512**2)))
+        seconds = [costs.estimate(prior, m, steps, int(pixels)) for m in a.get("methods") or [a.get("mode") or "latent"]]
+        if any(s is None for s in seconds):
+            return 120
+        return int(min(300, 20 + 2 * sum(seconds)))
 
     return estimate
 
@@ -343,30 +367,36 @@ def method_runs(models: Models, methods: list[str] | None, prior: str | None, st
     return [replace(base, method=m) for m in methods]
 
 
+def run_events(photo: Image.Image, settings: Settings, models: Models, prior_spec: str | None,
+               job: Job) -> Iterator[FirstStage | Step | Done]:
+    """One run's events, for every tab: the sampler on the job's prior with the server's first-stage cache (a
+    new realism or method on the same photo reuses its first stages), ending early when the job is stopped
+    (then no `Done` comes); `job` follows the steps."""
+    from latentindigo.sampler import Step, load_pixel_models
+    from latentindigo.sampler import restore as sample
+
+    prior = models.prior(prior_spec) if settings.method in DIFFUSION_METHODS else None
+    events = sample(photo, settings, prior, load_pixel_models(), models.first_stages)
+    try:
+        for event in events:
+            if job.stop.is_set():
+                return
+            if isinstance(event, Step):
+                job.step, job.total = event.step, event.total
+            yield event
+    finally:
+        events.close()  # a stopped or cancelled run must not go on sampling
+
+
 def run_method(photo: Image.Image, settings: Settings, models: Models, prior_spec: str | None, job: Job,
                progress: Callable[[int, int, str], None] | None = None) -> Done | None:
     """Run one method to the end: its `Done`, or None when the job was stopped. `progress(step, total, phase)`
     is called at every step."""
-    from latentindigo.sampler import Done, Step, load_pixel_models
-    from latentindigo.sampler import restore as sample
+    from latentindigo.sampler import Done, Step
 
-    diffusion_prior = None
-    if settings.method in DIFFUSION_METHODS:
-        diffusion_prior = models.prior(prior_spec)
-        if diffusion_prior.encode_prompt is not None:
-            diffusion_prior.set_prompt("")
-    events = sample(photo, settings, diffusion_prior, load_pixel_models())
-    try:
-        for event in events:
-            if isinstance(event, Done):
-                return event
-            if job.stop.is_set():
-                return None
-            if not isinstance(event, Step):  # the first stage: no step yet
-                continue
-            job.step, job.total = event.step, event.total
-            if progress is not None:
-                progress(event.step, event.total, event.phase)
-    finally:
-        events.close()
+    for event in run_events(photo, settings, models, prior_spec, job):
+        if isinstance(event, Done):
+            return event
+        if isinstance(event, Step) and progress is not None:
+            progress(event.step, event.total, event.phase)
     return None

@@ -23,6 +23,9 @@ DIFFUSION_METHODS = ("latent", "pixel", "sdedit", "dps")
 LATENT_REGULARISERS = ("spread", "projection")
 MAX_OUTPUT_PIXELS = 4096 * 4096  # default; LATENTINDIGO_MAX_OUTPUT_PIXELS overrides it
 MAX_SCALE = 8.0
+# text-conditioned priors get a neutral quality prompt unless the user gives one
+DEFAULT_PROMPT = "a high-quality photograph, sharp focus, fine natural detail"
+DEFAULT_NEGATIVE_PROMPT = "blurry, noisy, jpeg artifacts, low quality, oversmoothed"
 
 
 def max_output_pixels() -> int:
@@ -60,6 +63,11 @@ class Settings:
     size: tuple[int, int] | None = None  # output (width, height)
     scale: float | None = None  # output / input size, when no size is given
     cfg_scale: float = 1.0  # classifier-free guidance, text-conditioned priors only
+    prompt: str = DEFAULT_PROMPT  # text-conditioned priors only; others ignore it
+    negative_prompt: str = DEFAULT_NEGATIVE_PROMPT
+    # stop when a step moves the output by less than this (RMS, in 8-bit grey levels; 0: every step runs); when the
+    # whole diffusion moved it by less, the result is its start and nothing is decoded (sampler.OutputChange)
+    early_stop: float = 0.0
 
     @property
     def uses_realistic(self) -> bool:
@@ -98,6 +106,8 @@ class Settings:
             raise UserError(f"colour fix levels must be between 1 and 6, not {self.colour_fix_levels}")
         if not 0 <= self.start_detail_levels <= 6:
             raise UserError(f"start detail levels must be between 0 and 6, not {self.start_detail_levels}")
+        if not 0 <= self.early_stop <= 255:
+            raise UserError(f"early stop must be between 0 (off) and 255 grey levels, not {self.early_stop}")
         if not 0 <= self.cfg_scale <= 30:
             raise UserError(f"classifier-free guidance scale must be between 0 and 30, not {self.cfg_scale}")
         if self.scale is not None and not 1 <= self.scale <= MAX_SCALE:
@@ -115,7 +125,7 @@ class Settings:
 
 # what a prior's sampler_settings.json may set: how to sample, not what to make (method, size, seed)
 TUNABLE = ("steps", "guidance", "start", "refine", "refine_lr", "reg_every", "reg_strength", "eta", "latent_reg",
-           "colour_fix", "colour_fix_levels", "start_detail_levels", "cfg_scale", "realism")
+           "colour_fix", "colour_fix_levels", "start_detail_levels", "cfg_scale", "realism", "early_stop")
 
 
 def local_folder(spec: str) -> Path | None:

@@ -7,7 +7,6 @@ import functools
 import math
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import gradio as gr
 import pandas as pd
@@ -18,11 +17,9 @@ from latentindigo.demo.controls import (METHOD_NAMES, Number, Slider, photo_exam
                                         run_buttons, scale_slider, seed_number, status_box, steps_slider)
 from latentindigo.demo.server import on_gpu, recipe_text, session, user_errors, wire_run
 from latentindigo.errors import UserError
-from latentindigo.serving import PreviewPacer, busy_note, duration, pick_seed, read_photo, scratch_folder
+from latentindigo.serving import (PreviewPacer, busy_note, duration, pick_seed, read_photo, run_events,
+                                  scratch_folder)
 from latentindigo.settings import Settings, local_folder, max_output_pixels, output_size
-
-if TYPE_CHECKING:
-    from latentindigo.priors import Prior
 
 # the sampler settings the Restore tab's controls set; their defaults are the chosen prior's tuned settings
 TUNED_CONTROLS = ("realism", "guidance", "steps", "refine", "refine_lr", "reg_every", "reg_strength", "latent_reg",
@@ -55,15 +52,6 @@ def size_hint(path: str | None, scale: float, width: float | None, height: float
     if seconds is None:
         return hint
     return f"{hint} · {duration(seconds)} on this server{busy_note(bool(server.JOBS.running))}"
-
-
-def use_prompt(prior: Prior, prompt: str) -> None:
-    """Condition a text-conditioned prior on the prompt (reset to '' between jobs); others ignore it."""
-    if prior.encode_prompt is None:
-        if prompt and prompt.strip():
-            gr.Warning(f"The prior {prior.name!r} has no text encoder: the prompt is ignored.")
-        return
-    prior.set_prompt(prompt or "")
 
 
 def text_conditioned(spec: str | None) -> bool | None:
@@ -117,8 +105,7 @@ def restore(image: str | None, prior: str | None = None, mode: str = "latent", g
     the prior's tuned one."""
     from latentindigo.imageio import save_png
     from latentindigo.maps import maps, save_maps
-    from latentindigo.sampler import Done, FirstStage, load_pixel_models
-    from latentindigo.sampler import restore as sample
+    from latentindigo.sampler import Done, FirstStage, phases
 
     photo = read_photo(image)
     spec = prior or server.MODELS.default
@@ -127,9 +114,10 @@ def restore(image: str | None, prior: str | None = None, mode: str = "latent", g
                  reg_strength=reg_strength, latent_reg=latent_reg, start=start, eta=eta, colour_fix=colour_fix,
                  realism=realism)
     library = Settings()  # (its field types: the browser sends numbers as floats)
+    prompts = {"prompt": prompt.strip()} if prompt and prompt.strip() else {}
     settings = server.MODELS.settings(prior, method=mode, seed=pick_seed(seed), size=size,
-                               scale=None if size else float(scale),
-                               **{k: type(getattr(library, k))(v) for k, v in given.items() if v is not None})
+                                      scale=None if size else float(scale), **prompts,
+                                      **{k: type(getattr(library, k))(v) for k, v in given.items() if v is not None})
     settings.check(photo.width, photo.height)
     out_w, out_h = settings.output_size(photo.width, photo.height)
     yield restore_update(preview=gr.Image(value=None, label="Live preview"), plot=consistency_plot([]),
@@ -142,31 +130,21 @@ def restore(image: str | None, prior: str | None = None, mode: str = "latent", g
                 for line in server.MODELS.loading(prior):
                     yield restore_update(status=line)
             diffusion_prior = server.MODELS.prior(prior)
-            use_prompt(diffusion_prior, prompt)
+            if prompts and diffusion_prior.encode_prompt is None:
+                gr.Warning(f"The prior {diffusion_prior.name!r} has no text encoder: the prompt is ignored.")
             rows, pacer, last_update, done, first_stage = [], None, 0.0, None, None
-            phases = ["guidance"] + ["refinement"] * settings.refine + ["regularisation"] * (settings.reg_every > 0)
-            events = sample(photo, settings, diffusion_prior, load_pixel_models())
-            try:
-                for event in events:
-                    if isinstance(event, Done):
-                        done = event
-                        break
-                    if job.stop.is_set():
-                        shows = ("; the preview shows the last estimate" if job.total else
-                                 f"; the preview shows the first stage ({first_stage_name(first_stage)})"
-                                 if first_stage is not None else "")
-                        yield restore_update(status=f"{job.stopped()}{shows}.")
-                        return
-                    if isinstance(event, FirstStage):  # the start: shown while the first diffusion step runs
-                        yield restore_update(
-                            preview=gr.Image(value=event.image,
-                                             label=f"Live preview: first stage ({first_stage_name(event.realism)})"),
-                            status=f"**First stage** ({first_stage_name(event.realism)}) in {event.seconds:.1f} s · "
-                                   + ("diffusion starting…" if event.realism == settings.realism else
-                                      "realistic stage running…"))
-                        first_stage = event.realism
-                        continue
-                    job.step, job.total = event.step, event.total
+            for event in run_events(photo, settings, server.MODELS, prior, job):
+                if isinstance(event, Done):
+                    done = event
+                elif isinstance(event, FirstStage):  # the start: shown while the first diffusion step runs
+                    yield restore_update(
+                        preview=gr.Image(value=event.image,
+                                         label=f"Live preview: first stage ({first_stage_name(event.realism)})"),
+                        status=f"**First stage** ({first_stage_name(event.realism)}) in {event.seconds:.1f} s · "
+                               + ("diffusion starting…" if event.realism == settings.realism else
+                                  "realistic stage running…"))
+                    first_stage = event.realism
+                else:
                     progress((event.step, event.total), desc=event.phase)
                     rows.append({"step": event.step, "consistency": event.consistency, "phase": event.phase})
                     pacer = pacer or PreviewPacer(event.total)
@@ -178,11 +156,15 @@ def restore(image: str | None, prior: str | None = None, mode: str = "latent", g
                     left = job.time_left()
                     yield restore_update(
                         preview=gr.Image(value=preview, label=f"Live preview: {caption}") if preview else gr.skip(),
-                        plot=consistency_plot(rows, phases),
+                        plot=consistency_plot(rows, phases(settings)),
                         status=f"**{caption}** · consistency error {event.consistency:.4f} ({event.space} space)"
                                + (f" · {duration(left)} left" if left is not None else ""))
-            finally:
-                events.close()  # a stopped or cancelled run must not go on sampling
+            if done is None:  # stopped
+                shows = ("; the preview shows the last estimate" if job.total else
+                         f"; the preview shows the first stage ({first_stage_name(first_stage)})"
+                         if first_stage is not None else "")
+                yield restore_update(status=f"{job.stopped()}{shows}.")
+                return
             server.JOBS.costs.record(spec, done)
         stem = f"{Path(image).stem}-{mode}-seed{settings.seed}"
         png = str(save_png(done.image, folder / f"{stem}.png", text=recipe_text(done, photo, prior)))
@@ -193,10 +175,10 @@ def restore(image: str | None, prior: str | None = None, mode: str = "latent", g
                    (str(written["invented-overlay"]), "invented detail")]
         note = f" ({diffusion_prior.notice})" if done.latent_inn_trained is False and diffusion_prior.notice else ""
         yield restore_update(
-            preview=gr.Image(value=png, label="Result"), plot=consistency_plot(rows, phases),
+            preview=gr.Image(value=png, label="Result"), plot=consistency_plot(rows, phases(settings)),
             status=f"**Done** in {done.seconds:.1f} s: {out_w}x{out_h}, {METHOD_NAMES[mode]}, "
                    f"prior {diffusion_prior.name}, seed {settings.seed}, consistency with the photo "
-                   f"{m.consistency_psnr:.1f} dB{note}.",
+                   f"{m.consistency_psnr:.1f} dB{note}. {done.summary[0].upper() + done.summary[1:]}.",
             result=(before, png), png=png, seed=settings.seed, estimate=str(done.estimate),
             seconds=round(done.seconds, 2), maps=gallery, show="result")
 
@@ -245,7 +227,7 @@ def controls_from_recipe(path: str | None, choices: list[str]):
     values = dict(prior=spec if spec in choices else gr.skip(),
                   mode=settings.method if guided else gr.skip(),
                   scale=settings.scale or gr.skip(), width=width, height=height, seed=settings.seed,
-                  prompt=(saved.get("prior") or {}).get("prompt", [""])[0],
+                  prompt=settings.prompt,
                   **{name: getattr(settings, name) for name in TUNED_CONTROLS})
     status = (f"Controls set from the recipe of {Path(path).name} (seed {settings.seed}, {settings.steps} steps): "
               "upload the same photo and press **Restore** to get the same result")
@@ -314,7 +296,8 @@ def build(demo: gr.Blocks, choices: list[tuple[str, str]], tuned: Settings) -> N
                     colour_fix = gr.Checkbox(tuned.colour_fix, label="Colour fix",
                                              info="coarse content from the first stage, fine detail from the diffusion")
                     prompt = prompt_box(server.MODELS.default, value="", label="Prompt", max_length=500, lines=1,
-                                        elem_id="prompt", info="text-conditioned priors only")
+                                        elem_id="prompt",
+                                        info="text-conditioned priors only; empty: a neutral quality prompt")
                 buttons = run_buttons("Restore", "restore-button", stop_elem_id="stop-button")
             with gr.Column(scale=3, min_width=360):
                 status = status_box("Upload a photo and press **Restore**.", "status", min_height=40)

@@ -77,7 +77,7 @@ def user_errors(fn):
 
 def on_gpu(fn: Callable) -> Callable:
     """`fn` with a GPU attached while it runs on ZeroGPU (for `gpu_seconds(fn)` at the most); elsewhere `fn`."""
-    return fn if spaces is None else spaces.GPU(duration=gpu_seconds(fn))(fn)
+    return fn if spaces is None else spaces.GPU(duration=gpu_seconds(fn, JOBS.costs, lambda: MODELS.default))(fn)
 
 
 def wire_run(kind: str, fn: Callable, buttons: tuple[gr.Button, gr.Number, gr.Button], inputs: list, outputs: list,
