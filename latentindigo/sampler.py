@@ -227,7 +227,8 @@ def wavelet_colour_fix(x: torch.Tensor, reference: torch.Tensor, levels: int) ->
     """x's high frequencies on the reference's low-frequency band: fixes colour casts and the coarse content,
     keeps x's detail. The band is what `levels` dilated 3x3 binomial blurs (dilations 1, 2, 4, ...) leave, the
     smooth wavelet of INDIGO+ and DiffBIR (a Haar band would add block edges). INDIGO+ uses 5 levels; the
-    bundled prior adds little true detail, and 1 measured best for it (README, Method)."""
+    bundled prior adds little true detail, and 1 measured best for it (docs/history.md, The colour fix's
+    levels)."""
     return x - low_band(x, levels) + low_band(reference, levels)
 
 
