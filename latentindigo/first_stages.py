@@ -51,7 +51,7 @@ def combine(faithful: torch.Tensor, realistic: torch.Tensor, realism: float, sca
 
     A frequency split: the realistic stage's colours and large shapes are where it errs (it invents structure), its
     fine bands are what looks natural. Measured on the validation pairs against a pixel blend, splits at 1 to 5
-    levels and the INN's own guidance in pixels and latents (`scripts/measure_realism.py`, README): at every
+    levels and the INN's own guidance in pixels and latents (`scripts/measure_realism.py`, docs/quality.md): at every
     point of the control the split at 5 levels for x4 gave the highest PSNR for its NIQE, and at 1 it keeps
     Real-ESRGAN's NIQE (3.03) at +0.35 dB."""
     levels = split_levels(scale)

@@ -1,5 +1,5 @@
-"""Side-by-side grid for the README: input, bicubic, each first stage, the start, PixelINN and LatentINN (the
-prior's tuned settings, realism included) and the ground truth on evaluation pairs.
+"""Side-by-side grid for docs/quality.md and the README: input, bicubic, each first stage, the start, PixelINN and
+LatentINN (the prior's tuned settings, realism included) and the ground truth on evaluation pairs.
 
     python -m scripts.eval_grid [--prior mini] [--names astronaut_1 coffee_1 ...] [--out docs/eval_grid.png]
     python -m scripts.eval_grid --real assets/examples/coins.png --box 0 0 96 64 --out docs/real_coins.png

@@ -4,7 +4,7 @@
 
 One setting at a time is varied around the prior's tuned settings (`settings_for`: its sampler_settings.json over
 the library defaults; all sweeps for the LatentINN, regularisation and eta for the slower PixelINN); each row is the mean over the evaluation pairs (see `latentindigo.evaluate`).
-The README's tuning section is this script's output.
+The tuning section of docs/history.md (*Tuning the defaults*) is this script's output.
 """
 
 import argparse

@@ -1,6 +1,6 @@
 """The demo in a real browser (Playwright driving Debian's chromium, headless): upload, Restore with a live
 preview, Stop, the Compare and Degradation lab tabs. Saves screenshots in the test's temporary folder, or
-the README's in docs/screenshots/ when LATENTINDIGO_SCREENSHOTS=docs/screenshots is set.
+docs/demo.md's in docs/screenshots/ when LATENTINDIGO_SCREENSHOTS=docs/screenshots is set.
 
 The server is configured through environment variables only (test_app.py covers the flags).
 """
