@@ -49,7 +49,9 @@ WATCH_STATUS = """() => {
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(tmp_path_factory, realistic_package):
+    """The app as a user starts it, with the realistic stage installed (the fixture: a missing package fails the
+    tests; test_app.py has the compare and lab tabs without it)."""
     tmp = tmp_path_factory.mktemp("browser")
     port = free_port()
     env = app_env(tmp, GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=str(port),
@@ -204,12 +206,14 @@ def test_stop_ends_the_run_and_a_run_clicked_at_once_is_not_lost(page):
 
 
 def test_compare_and_lab_tabs(page, shots):
+    from latentindigo.demo.controls import COMPARE_METHODS
+
     page.get_by_role("tab", name="Compare").click()
     upload(page, "#compare-image", EXAMPLES / "coffee.png")
     set_number(page, "#compare-steps", 4)
     page.click("#compare-button")
     status_contains(page, "#compare-status", "Done")
-    assert page.locator("#compare-gallery img").count() == 8  # every method of COMPARE_METHODS
+    assert page.locator("#compare-gallery img").count() == len(COMPARE_METHODS)  # all ticked, realistic too
     page.wait_for_timeout(500)
     page.screenshot(path=str(shots / "compare.png"), full_page=True)
 
@@ -218,7 +222,7 @@ def test_compare_and_lab_tabs(page, shots):
     set_number(page, "#lab-steps", 4)
     page.click("#lab-button")
     status_contains(page, "#lab-status", "best PSNR")
-    assert page.locator("#lab-gallery img").count() == 4  # LatentINN, faithful, realistic, bicubic
+    assert page.locator("#lab-gallery img").count() == 4  # all ticked: LatentINN, faithful, realistic, bicubic
     page.wait_for_timeout(500)
     page.screenshot(path=str(shots / "lab.png"), full_page=True)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import struct
-import time
 import zlib
 from pathlib import Path
 
@@ -290,25 +289,25 @@ def test_svg_file(tmp_path, text):
     assert message == "cannot read 'x.svg': SVG is not supported, convert it to PNG or JPEG"
 
 
+def no_decoding(self):
+    raise AssertionError("load_image decoded an image above the pixel limit")
+
+
+# (benchmarks/bench_refusals.py times these refusals)
 def test_pixel_limit_is_checked_from_the_header_without_decoding(tmp_path, monkeypatch):
     path = png_with_header_size(tmp_path / "big.png", 9000, 9000)
-
-    def no_decoding(self):
-        raise AssertionError("load_image decoded an image above the pixel limit")
-
     monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
-    start = time.perf_counter()
     message = assert_refused(path, "big.png")
-    assert time.perf_counter() - start < 1.0
     assert message == "cannot read 'big.png': 9000x9000 is 81.0 megapixels, above the limit of 64.0"
 
 
-def test_huge_decompression_bomb_is_refused(tmp_path):
+def test_huge_decompression_bomb_is_refused_from_the_header_without_decoding(tmp_path, monkeypatch):
     path = png_with_header_size(tmp_path / "bomb.png", 30000, 30000)
-    start = time.perf_counter()
-    assert_refused(path, "bomb.png")
-    assert time.perf_counter() - start < 1.0
-    assert_refused(path, "bomb.png", max_pixels=10**12)  # Pillow's own limit still applies
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
+    message = assert_refused(path, "bomb.png")
+    assert message == "cannot read 'bomb.png': image is too large: 900.0 megapixels, above the limit of 64.0"
+    # Pillow's own limit still applies
+    assert "image is too large: 900.0 megapixels" in assert_refused(path, "bomb.png", max_pixels=10**12)
 
 
 def test_max_pixels_argument(tmp_path):
@@ -367,7 +366,6 @@ def test_tensor_round_trip_is_exact():
     tensor = to_tensor(image)
     assert tensor.shape == (1, 3, 17, 33)
     assert tensor.dtype == torch.float32
-    assert 0.0 <= tensor.min() and tensor.max() <= 1.0
     assert np.array_equal(np.asarray(to_image(tensor)), np.asarray(image))
     assert np.array_equal(np.asarray(to_image(tensor[0])), np.asarray(image))
 

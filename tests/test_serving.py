@@ -35,15 +35,23 @@ def test_stop_reaches_only_the_callers_own_job_of_that_kind():
 def test_a_second_job_waits_for_the_device_and_then_gives_up_with_a_clear_message():
     jobs = Jobs(wait=0.2)
     entered = threading.Event()
+    raised = []  # (what the thread raises: an exception, or an assert, in a thread is lost, not a failure)
+
+    def second():
+        try:
+            with jobs.run("restore", "bob"):
+                entered.set()
+        except BaseException as e:
+            raised.append(e)
+
     with jobs.run("restore", "alice"):
-        def second():
-            with pytest.raises(UserError, match="device is busy"):
-                with jobs.run("restore", "bob"):
-                    entered.set()
         t = threading.Thread(target=second)
         t.start()
         t.join(5)
+        assert not t.is_alive()  # it gave up while Alice's job still held the device
     assert not entered.is_set()
+    assert len(raised) == 1 and type(raised[0]) is UserError, raised
+    assert str(raised[0]) == "the device is busy with another job, try again in a minute"
     with jobs.run("restore", "bob"):  # free again
         pass
 
