@@ -256,7 +256,7 @@ def restore(image: Image.Image, settings: Settings, prior: Prior | None = None, 
     elif settings.method == "realistic":
         out = realistic()
     elif settings.method == "faithful":
-        out = faithful()
+        out = x_first = faithful()
     else:
         x_faithful = faithful()  # R(y): the guidance target
         if settings.method in DIFFUSION_METHODS and settings.uses_realistic:
@@ -382,6 +382,10 @@ class Latents:
         self.context = prior.embed(s.prompt, s.negative_prompt)
         self._decoded_start = None
 
+    def encoded_target(self) -> torch.Tensor:
+        """E(R(y)), the latent the measurement is taken from (the start's own where the start is R(y))."""
+        return self.start if self.p.target is self.p.start else self.p.prior.encode(self.pad(self.p.target))
+
     def pad(self, x: torch.Tensor) -> torch.Tensor:
         return pad_edges(x, self.pads)
 
@@ -458,11 +462,10 @@ class LatentGuidance:
 
     def __init__(self, p: Problem, run: Latents):
         self.p = p
-        target = run.start if p.target is p.start else p.prior.encode(run.pad(p.target))
         # per-image copy: test-time refinement starts from the pretrained weights for every image
         self.inn = copy.deepcopy(p.prior.latent_inn).requires_grad_(p.settings.refine)
         with torch.no_grad():
-            self.measurement = self.inn(target, p.gamma, levels=p.levels)[0]
+            self.measurement = self.inn(run.encoded_target(), p.gamma, levels=p.levels)[0]
         self.estimate = None  # what refinement fits: the prior's prediction before guidance
 
     def __call__(self, z0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -597,9 +600,8 @@ class OutputChange:
 def sdedit(p: Problem) -> Iterator[Step]:
     """SDEdit: the same start and noise, denoised with no guidance (the baseline guidance is measured against)."""
     run = Latents(p)
-    target = run.start if p.target is p.start else p.prior.encode(run.pad(p.target))
     with torch.no_grad():
-        measurement = p.prior.latent_inn(target, p.gamma, levels=p.levels)[0]
+        measurement = p.prior.latent_inn(run.encoded_target(), p.gamma, levels=p.levels)[0]
     z_t, total = run.noised, len(run.timesteps)
     for i, t in enumerate(int(t) for t in run.timesteps):
         z0 = run.predict_z0(z_t, t)

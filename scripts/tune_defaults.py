@@ -12,7 +12,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from latentindigo.evaluate import cells, evaluate
+from latentindigo.evaluate import cells, markdown, evaluate
 from latentindigo.priors import load_prior
 from latentindigo.settings import settings_for
 
@@ -38,7 +38,8 @@ def main() -> None:
     args = parser.parse_args()
     prior = load_prior(args.prior)
     rows = []
-    print("| method | setting | PSNR | SSIM | consistency | detail | detail r | s/image |\n|---|---|---|---|---|---|---|---|")
+    header, rule = markdown({}).splitlines()  # evaluate's columns, with the setting after the method
+    print(header.replace("| method |", "| method | setting |"), rule + "---|", sep="\n")
     default = settings_for(args.prior)
     for method in args.methods:
         sweeps = SWEEPS if method == "latent" else {k: SWEEPS[k] for k in ("reg_every", "eta")}

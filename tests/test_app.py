@@ -383,6 +383,28 @@ def test_a_run_stopped_after_the_first_stage_says_the_preview_is_the_restorers(t
     assert final == ["Stopped before the first step; the preview shows the first stage (restorer)."], final
 
 
+def test_the_same_settings_give_the_same_prompt_in_every_tab_and_the_cli(tmp_path):
+    import app
+    from latentindigo.__main__ import build_parser, settings_from_args
+    from latentindigo.demo import restore_tab, server
+    from latentindigo.recipe import read_recipe, settings_of
+    from latentindigo.serving import method_runs
+    from latentindigo.settings import DEFAULT_NEGATIVE_PROMPT, DEFAULT_PROMPT
+
+    app.build_demo(["tiny-random"])
+    cli = settings_from_args(build_parser().parse_args(["restore", "in.png", "-o", "out.png", "--prior", "tiny-random"]))
+    tabs = method_runs(server.MODELS, ["latent", "pixel"], "tiny-random", 2, seed=0, scale=2.0)
+    png = restore_tab.RESTORE_OUTPUTS.index("png")
+    for update in restore_tab.restore(str(photo(tmp_path / "in.png", 16, 12)), prior="tiny-random", steps=2,
+                                      scale=2, prompt="  ", request=SimpleNamespace(session_hash="prompt")):
+        if isinstance(update[png], str):  # the result (read now: the job's folder goes when the run ends)
+            restored = settings_of(read_recipe(update[png]))
+    for settings in (cli, *tabs, restored):
+        assert (settings.prompt, settings.negative_prompt) == (DEFAULT_PROMPT, DEFAULT_NEGATIVE_PROMPT)
+    given = settings_from_args(build_parser().parse_args(["restore", "in.png", "-o", "out.png", "--prompt", "a cat"]))
+    assert given.prompt == "a cat"
+
+
 # ------------------------------------------------------------------------------------------- compare and lab
 
 def test_compare_runs_each_method_with_the_same_seed(client, tmp_path):

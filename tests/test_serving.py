@@ -13,10 +13,11 @@ from latentindigo.serving import Jobs, PreviewPacer, RunCosts, duration
 from latentindigo.settings import Settings, output_size
 
 
-def finished(method: str, steps: int, seconds: float, size: tuple[int, int] = (500, 400)):
+def finished(method: str, steps: int, seconds: float, size: tuple[int, int] = (500, 400), taken: int | None = None,
+             reused: bool = False):
     """A stand-in for the sampler's Done: what RunCosts reads of it."""
     return SimpleNamespace(image=Image.new("RGB", size), settings=Settings(method=method, steps=steps),
-                           seconds=seconds)
+                           seconds=seconds, steps_taken=taken or steps, first_stages_reused=reused)
 
 
 def test_stop_reaches_only_the_callers_own_job_of_that_kind():
@@ -80,6 +81,17 @@ def test_run_costs_fit_a_fixed_part_and_a_part_per_step():
     assert costs.estimate("other", "latent", 20, 1_000_000) is None  # another prior
     costs.record("mini", finished("faithful", 25, megapixels * 0.3))
     assert costs.estimate("mini", "faithful", 50, 2_000_000) == pytest.approx(0.6)  # no steps: per pixel only
+
+
+def test_run_costs_expect_a_run_to_stop_where_recent_runs_stopped():
+    costs = RunCosts()
+    megapixels = 500 * 400 / 1e6
+    for steps in (3, 6):  # asked for 3 and 6 steps, both stopped after 1: 2 s per megapixel
+        costs.record("mini", finished("latent", steps, megapixels * 2.0, taken=1))
+    assert costs.estimate("mini", "latent", 10, 1_000_000) == pytest.approx(2.0)
+    # a run that reused its first stages is no measure of a new photo's cost
+    costs.record("mini", finished("latent", 10, megapixels * 0.1, taken=1, reused=True))
+    assert costs.estimate("mini", "latent", 10, 1_000_000) == pytest.approx(2.0)
 
 
 def test_run_costs_keep_the_most_recent_runs():
