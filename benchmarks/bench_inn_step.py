@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import argparse
 import collections
-import copy
 import json
 import statistics
 import sys
 import time
+from types import SimpleNamespace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,14 +38,12 @@ class CountOperations(TorchDispatchMode):
 
 
 def measure(inn, estimate: torch.Tensor, levels: int, repeats: int) -> dict:
-    from latentindigo.inn import coarse_size
-    from latentindigo.sampler import _guide_and_refine, refinement_optimiser
+    from latentindigo.sampler import Guidance
 
-    inn = copy.deepcopy(inn).requires_grad_(True)
-    optimiser = refinement_optimiser(inn, 1e-4)
-    gamma = torch.zeros(1, inn.gamma_dim, device=estimate.device)
-    measurement = torch.rand(1, estimate.shape[1], *coarse_size(*estimate.shape[-2:], levels), device=estimate.device)
-    step = lambda: _guide_and_refine(inn, optimiser, estimate, measurement, gamma, levels)  # noqa: E731
+    run = SimpleNamespace(settings=SimpleNamespace(refine=True, refine_lr=1e-4), levels=levels,
+                          gamma=torch.zeros(1, inn.gamma_dim, device=estimate.device))
+    guide = Guidance(run, inn, torch.rand_like(estimate))  # (a per-image copy with its optimiser)
+    step = lambda: (guide.swap(estimate), guide.refine())  # noqa: E731
     step()  # warm-up
     with CountOperations() as counted:
         step()

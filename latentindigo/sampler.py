@@ -10,7 +10,7 @@ The start is the faithful first stage R(y) (the restorer) walked towards the rea
 model, is the measurement guidance aims at, so that the input's noise and JPEG blocks are not copied back. Per
 step, `latentindigo` (the loop to read first) predicts the clean latent z0, then:
 guidance (the INN swaps the coarse part of z0's wavelet decomposition for the measurement's),
-refinement (one Adam step fitting the INN's forward model to the estimate),
+refinement (one Adam step fitting the INN's forward model to the estimate, for the next step's guidance),
 regularisation when due (`regularisation_due`: spread matching or a projection through the autoencoder),
 then a DDIM step. The PixelINN guides in pixels (a decode and an encode per step), the LatentINN in latents.
 `sdedit` and `dps` are the baselines, short samplers sharing the DDIM step.
@@ -424,7 +424,6 @@ def latentindigo(p: Problem) -> Iterator[Step]:
     s = p.settings
     run = Latents(p)
     guide = PixelGuidance(p, run) if s.method == "pixel" else LatentGuidance(p, run)
-    optimiser = refinement_optimiser(guide.inn, s.refine_lr) if s.refine else None
     change = OutputChange(p, run) if s.early_stop else None
     z_t, z0, total = run.noised, run.start, len(run.timesteps)
     for i, t in enumerate(int(t) for t in run.timesteps):
@@ -432,13 +431,13 @@ def latentindigo(p: Problem) -> Iterator[Step]:
         previous, z_prior = z0, run.predict_z0(z_t, t)
         z0, error = guide(z_prior)
         yield Step(phase="guidance", latent=z0, error=error, **event)
-        if optimiser:
-            yield Step(phase="refinement", latent=z0, error=refine(guide, optimiser), **event)
         converged = change is not None and change(z0, previous) < s.early_stop / 255
         if converged and change(z0, run.start) < s.early_stop / 255:
             # the whole diffusion moved the output by less than a step may: the result is its start
             return Diffusion(output=p.start, steps=i + 1, decoded=False, inn=guide.inn.requires_grad_(False))
         last = converged or i == total - 1
+        if s.refine and not last:  # (it adapts the forward model for the next step's guidance)
+            yield Step(phase="refinement", latent=z0, error=guide.refine(), **event)
         if regularisation_due(s, i, last):
             z0, error = regularise(p, run, guide, z0, z_prior)
             yield Step(phase="regularisation", latent=z0, error=error, **event)
@@ -455,59 +454,71 @@ def regularisation_due(s: Settings, i: int, last: bool) -> bool:
     return s.reg_every > 0 and (((i + 1) % s.reg_every == 0 and not last) or (last and projection))
 
 
-class LatentGuidance:
+class Guidance:
+    """Guidance and refinement through one INN, a per-image copy (refinement starts from the pretrained weights for
+    every image): `swap` gives an estimate the measurement's coarse part and keeps its details; `refine` is one
+    Adam step on || g_c(estimate) - measurement ||^2 through the same forward pass, for the estimate before
+    guidance (after it the coarse part is exact), and returns the refined model's fit on it."""
+
+    space = ""
+
+    def __init__(self, p: Problem, inn: LiftingINN, measured: torch.Tensor):
+        self.p = p
+        self.inn = copy.deepcopy(inn).requires_grad_(p.settings.refine)
+        self.optimiser = refinement_optimiser(self.inn, p.settings.refine_lr) if p.settings.refine else None
+        with torch.no_grad():
+            self.measurement = self.inn(measured, p.gamma, levels=p.levels)[0]
+        self.estimate = self.loss = None
+
+    def swap(self, estimate: torch.Tensor) -> torch.Tensor:
+        self.estimate = estimate
+        with torch.set_grad_enabled(self.optimiser is not None):
+            coarse, details = self.inn(estimate.detach(), self.p.gamma, levels=self.p.levels)
+            self.loss = F.mse_loss(coarse, self.measurement)
+        with torch.no_grad():
+            return self.inn.inverse(self.measurement, [d.detach() for d in details], self.p.gamma,
+                                    tuple(estimate.shape[-2:]))
+
+    def refine(self) -> torch.Tensor:
+        self.optimiser.zero_grad(set_to_none=True)
+        self.loss.backward()
+        self.optimiser.step()
+        return coarse_error(self.inn, self.estimate, self.measurement, self.p)
+
+
+class LatentGuidance(Guidance):
     """LatentINN guidance: the coarse part of z0's decomposition replaced by that of E(R(y)), in latent space."""
 
     space = "latent"
 
     def __init__(self, p: Problem, run: Latents):
-        self.p = p
-        # per-image copy: test-time refinement starts from the pretrained weights for every image
-        self.inn = copy.deepcopy(p.prior.latent_inn).requires_grad_(p.settings.refine)
-        with torch.no_grad():
-            self.measurement = self.inn(run.encoded_target(), p.gamma, levels=p.levels)[0]
-        self.estimate = None  # what refinement fits: the prior's prediction before guidance
+        super().__init__(p, p.prior.latent_inn, run.encoded_target())
 
     def __call__(self, z0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        self.estimate = z0
-        guided = z0 + self.p.settings.guidance * (swap_coarse(self.inn, z0, self.measurement, self.p) - z0)
+        guided = z0 + self.p.settings.guidance * (self.swap(z0) - z0)
         return guided, coarse_error(self.inn, guided, self.measurement, self.p)
 
     def regularised_error(self, z0: torch.Tensor, x0: torch.Tensor | None) -> torch.Tensor:
         return coarse_error(self.inn, z0, self.measurement, self.p)
 
 
-class PixelGuidance:
+class PixelGuidance(Guidance):
     """PixelINN guidance: the coarse part of D(z0)'s decomposition replaced by that of R(y), in pixels, then
     encoded (a decode and an encode per step)."""
 
     space = "pixel"
 
     def __init__(self, p: Problem, run: Latents):
-        self.p, self.run = p, run
-        self.inn = copy.deepcopy(p.pixel_inn).requires_grad_(p.settings.refine)
-        with torch.no_grad():
-            self.measurement = self.inn(run.pad(p.target), p.gamma, levels=p.levels)[0]
-        self.estimate = None
+        super().__init__(p, p.pixel_inn, run.pad(p.target))
 
     def __call__(self, z0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x0 = self.p.prior.decode(z0)
-        self.estimate = x0
-        guided = x0 + self.p.settings.guidance * (swap_coarse(self.inn, x0, self.measurement, self.p) - x0)
+        guided = x0 + self.p.settings.guidance * (self.swap(x0) - x0)
         # the error of the guided image, before the encoder's round trip takes it back into latents
-        error = coarse_error(self.inn, guided, self.measurement, self.p)
-        z_guided = self.p.prior.encode(guided.clamp(0, 1))
-        return z_guided, error
+        return self.p.prior.encode(guided.clamp(0, 1)), coarse_error(self.inn, guided, self.measurement, self.p)
 
     def regularised_error(self, z0: torch.Tensor, x0: torch.Tensor | None) -> torch.Tensor:
         return coarse_error(self.inn, x0, self.measurement, self.p)
-
-
-def swap_coarse(inn: LiftingINN, estimate: torch.Tensor, measurement: torch.Tensor, p: Problem) -> torch.Tensor:
-    """The INN's inverse of (the measurement's coarse part, the estimate's details)."""
-    with torch.no_grad():
-        details = inn(estimate, p.gamma, levels=p.levels)[1]
-        return inn.inverse(measurement, details, p.gamma, tuple(estimate.shape[-2:]))
 
 
 def coarse_error(inn: LiftingINN, estimate: torch.Tensor, measurement: torch.Tensor, p: Problem) -> torch.Tensor:
@@ -516,20 +527,7 @@ def coarse_error(inn: LiftingINN, estimate: torch.Tensor, measurement: torch.Ten
         return _rms(inn(estimate, p.gamma, levels=p.levels)[0], measurement)
 
 
-def refine(guide: LatentGuidance | PixelGuidance, optimiser: torch.optim.Optimizer) -> torch.Tensor:
-    """One optimiser step on || g_c(estimate) - measurement ||^2 over the forward model's weights, the estimate
-    being the prior's prediction before guidance (whose coarse part guidance makes exact); returns the refined
-    model's fit on it."""
-    with torch.enable_grad():
-        coarse = guide.inn(guide.estimate.detach(), guide.p.gamma, levels=guide.p.levels)[0]
-        loss = F.mse_loss(coarse, guide.measurement)
-    optimiser.zero_grad(set_to_none=True)
-    loss.backward()
-    optimiser.step()
-    return coarse_error(guide.inn, guide.estimate, guide.measurement, guide.p)
-
-
-def regularise(p: Problem, run: Latents, guide: LatentGuidance | PixelGuidance, z0: torch.Tensor,
+def regularise(p: Problem, run: Latents, guide: Guidance, z0: torch.Tensor,
                z_prior: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Pull z0 back towards latents the prior produces: project it through the autoencoder, E(D(z0)) (the
     PixelINN always; the LatentINN with latent_reg "projection"), or match each latent channel's spread to the

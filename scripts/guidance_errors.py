@@ -1,4 +1,5 @@
-"""The error each phase reports at the last step, LatentINN and PixelINN, guidance 0 and 1 (docs/method.md's
+"""The error each phase reports at step 9 of 10 (the last with all three phases: no refinement follows the last
+guidance), LatentINN and PixelINN, guidance 0 and 1 (docs/method.md's
 table): the rocket example, 64x64 -> 256x256 (x4 blur + noise + JPEG), mini's tuned settings with every step run.
 
     python scripts/guidance_errors.py
@@ -31,7 +32,7 @@ def main() -> None:
         for guidance in (0.0, 1.0):
             settings = settings_for("mini", method=mode, guidance=guidance, early_stop=0)
             last = {e.phase: e.consistency for e in restore(y, settings, prior)
-                    if isinstance(e, Step) and e.step == e.total}
+                    if isinstance(e, Step) and e.step == e.total - 1}
             print(f"| {name}, guidance {guidance:g} | {last['guidance']:.4f} | {last['refinement']:.4f} | "
                   f"{last['regularisation']:.4f} |")
 

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FAULTS = {
     "guidance a no-op": ("guided = z0 + self.p.settings.guidance * (", "guided = z0 + 0 * (", "guidance"),
     "PixelINN guidance a no-op": ("guided = x0 + self.p.settings.guidance * (", "guided = x0 + 0 * (", "guidance"),
-    "refinement skipped": ("    optimiser.step()\n", "    pass\n", "refine"),
+    "refinement skipped": ("        self.optimiser.step()\n", "        pass\n", "refine"),
     "regularisation skipped": ("    z0 = z0 + s.reg_strength * (target - z0)\n", "    z0 = z0\n",
                                "projection or spread or regularis"),
     "the DDIM step an identity": ("    return z_prev\n", "    return z_t\n", "ddim"),

@@ -7,7 +7,7 @@ from latentindigo import UserError
 from latentindigo.degradations import low_band
 from latentindigo.priors import tiled
 from latentindigo.sampler import (Done, FirstStage, LatentGuidance, Latents, Problem, Step, coarse_error, ddim_step,
-                                  phases, refine, refinement_optimiser, restore, run)
+                                  phases, restore, run)
 from latentindigo.imageio import to_image, to_tensor
 from latentindigo.settings import METHODS, TUNED_FILE, Settings, settings_for
 from latentindigo.metrics import consistency
@@ -243,7 +243,7 @@ def test_refinement_fits_the_forward_model_to_the_estimate(photo, tiny_prior, fr
     guide = LatentGuidance(p, run_)
     guide(run_.predict_z0(run_.noised, int(run_.timesteps[0])))
     before = float(coarse_error(guide.inn, guide.estimate, guide.measurement, p))
-    after = float(refine(guide, refinement_optimiser(guide.inn, p.settings.refine_lr)))
+    after = float(guide.refine())
     assert after < 0.99 * before
 
 

@@ -307,9 +307,11 @@ def build(demo: gr.Blocks, choices: list[tuple[str, str]], tuned: Settings) -> N
                     plot = gr.LinePlot(consistency_plot([]), x="step", y="consistency", color="phase",
                                        color_map=PHASE_COLOURS, label="Consistency error over steps",
                                        y_title="RMS error", elem_id="consistency-plot")
-                gr.Markdown("*Consistency plot:* guidance and refinement report the same error (refinement adapts the "
-                            "INN, not the estimate), so their lines coincide; regularisation (every few steps and at "
-                            "the last) projects the estimate through the VAE, whose loss moves the error: the jumps.",
+                gr.Markdown("*Consistency plot:* each phase's error after it ran: guidance puts the photo's coarse "
+                            "content into the estimate (0 at guidance 1, where the INN is exact), refinement shows "
+                            "how well the forward model, which it adapts, fits the prior's estimate, and "
+                            "regularisation (every few steps and at the last) pulls the estimate back towards what "
+                            "the prior makes, which moves the error again.",
                             elem_id="plot-caption")
                 result = gr.ImageSlider(label="Before (bicubic) / after", format="png", interactive=False,
                                         max_height=600, elem_id="result-slider")
