@@ -28,6 +28,8 @@ from latentindigo.errors import UserError
 from latentindigo.settings import DIFFUSION_METHODS, Settings, settings_for
 
 if TYPE_CHECKING:
+    import torch
+
     from latentindigo.priors import Prior
     from latentindigo.sampler import Done, FirstStage, FirstStageCache, Step
 
@@ -48,6 +50,9 @@ class Models:
         self._priors: dict[str, Prior] = {}
         self.calibrating: dict[str, tuple[int, int]] = {}  # spec -> (step, total) of the calibration its load runs
         self._first_stages: FirstStageCache | None = None
+        # (the first-stage cache's key, scale, the realism_detail of its estimates): the last photo's, for
+        # `cached_start` (a key names the photo, output size, weights and device: it fixes the estimates)
+        self._start_detail: tuple | None = None
 
     @property
     def first_stages(self) -> FirstStageCache:
@@ -57,6 +62,17 @@ class Models:
 
             self._first_stages = FirstStageCache()
         return self._first_stages
+
+    def start_detail(self, key: tuple, estimates: dict[str, torch.Tensor], scale: float) -> torch.Tensor:
+        """`first_stages.realism_detail` of the first-stage cache's `estimates` under `key`, kept for the last key
+        it was asked for (the realism slider's start is then a multiply-add)."""
+        from latentindigo.first_stages import realism_detail
+
+        kept = self._start_detail
+        if kept is None or kept[0] != key or kept[1] != scale:
+            kept = self._start_detail = (key, scale, realism_detail(estimates["faithful"], estimates["realistic"],
+                                                                    scale))
+        return kept[2]
 
     def settings(self, spec: str | None, **given) -> Settings:
         """Settings for a job on prior `spec` (None: the default): `given`, else the prior's tuned settings."""
@@ -386,6 +402,55 @@ def run_events(photo: Image.Image, settings: Settings, models: Models, prior_spe
             yield event
     finally:
         events.close()  # a stopped or cancelled run must not go on sampling
+
+
+def held_first_stages(photo: Image.Image, settings: Settings, models: Models,
+                      prior_spec: str | None) -> dict[str, torch.Tensor] | None:
+    """The first-stage estimates the server holds for a run of `settings` on `photo` ("faithful", and "realistic"
+    when a run needed it), or None when it holds none for them: no run yet, another photo or output size, other
+    weights or device since. Runs no network, and loads none."""
+    held = _held(photo, settings, models, prior_spec)
+    return None if held is None else held[1]
+
+
+def _held(photo: Image.Image, settings: Settings, models: Models, prior_spec: str | None) -> tuple | None:
+    """(the first-stage cache's key, its estimates) when they are this run's (`held_first_stages`), else None."""
+    cache = models._first_stages
+    if cache is None or cache.key is None:  # nothing ran yet: not even the pixel models are loaded
+        return None
+    from latentindigo.sampler import _input_key, load_pixel_models
+
+    image = photo.convert("RGB")
+    width, height = settings.output_size(image.width, image.height)
+    diffusion = settings.method in DIFFUSION_METHODS
+    prior = models.loaded(prior_spec) if diffusion else None
+    device = prior.device if prior is not None else models.device if diffusion else "cpu"  # where `restore` runs
+    key = _input_key(image, (height, width), load_pixel_models(), device)
+    # (a running job may put another photo's in the cache meanwhile: they count only when its key is this photo's
+    # both before and after they are read)
+    before, estimates = cache.key, dict(cache.estimates)
+    if before != key or cache.key != key or "faithful" not in estimates:
+        return None
+    return key, estimates
+
+
+def cached_start(photo: Image.Image, settings: Settings, models: Models,
+                 prior_spec: str | None) -> torch.Tensor | None:
+    """The start a run of `settings` on `photo` begins from (`first_stages.combine`), made from the first stages the
+    server holds: no network runs, and with the held photo's `realism_detail` kept (`Models.start_detail`) a
+    multiply-add; None when it holds none for this photo at this output size, or not the realistic stage a realism
+    above 0 needs."""
+    held = _held(photo, settings, models, prior_spec)
+    if held is None:
+        return None
+    key, estimates = held
+    if not settings.uses_realistic:
+        return estimates["faithful"]
+    if "realistic" not in estimates:
+        return None
+    width, height = settings.output_size(photo.width, photo.height)
+    scale = math.sqrt(height * width / (photo.height * photo.width))  # as `restore` has it
+    return estimates["faithful"] + settings.realism * models.start_detail(key, estimates, scale)
 
 
 def run_method(photo: Image.Image, settings: Settings, models: Models, prior_spec: str | None, job: Job,

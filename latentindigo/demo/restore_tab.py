@@ -12,13 +12,13 @@ import gradio as gr
 import pandas as pd
 from PIL import Image
 
-from latentindigo.demo import server
+from latentindigo.demo import live, server
 from latentindigo.demo.controls import (METHOD_NAMES, Number, Slider, photo_examples, photo_input, prior_dropdown,
                                         run_buttons, scale_slider, seed_number, status_box, steps_slider)
 from latentindigo.demo.server import on_gpu, recipe_text, session, user_errors, wire_run
 from latentindigo.errors import UserError
-from latentindigo.serving import (PreviewPacer, busy_note, duration, pick_seed, read_photo, run_events,
-                                  scratch_folder)
+from latentindigo.serving import (PreviewPacer, busy_note, cached_start, duration, held_first_stages, pick_seed,
+                                  read_photo, run_events, scratch_folder)
 from latentindigo.settings import Settings, local_folder, max_output_pixels, output_size
 
 # the sampler settings the Restore tab's controls set; their defaults are the chosen prior's tuned settings
@@ -120,7 +120,11 @@ def restore(image: str | None, prior: str | None = None, mode: str = "latent", g
                                       **{k: type(getattr(library, k))(v) for k, v in given.items() if v is not None})
     settings.check(photo.width, photo.height)
     out_w, out_h = settings.output_size(photo.width, photo.height)
-    yield restore_update(preview=gr.Image(value=None, label="Live preview"), plot=consistency_plot([]),
+    # the server holds this photo's first stages (a new realism, `live`): the start comes at once, and the preview
+    # keeps what it shows until then (the new start the realism slider showed)
+    held = held_first_stages(photo, settings, server.MODELS, prior)
+    yield restore_update(preview=gr.Image(value=None, label="Live preview") if held is None else gr.skip(),
+                         plot=consistency_plot([]),
                          status=f"Waiting for the device… ({photo.width}x{photo.height} → {out_w}x{out_h}, "
                                 f"seed {settings.seed})",
                          result=None, png=None, seed=settings.seed, estimate="", seconds=None)
@@ -133,10 +137,13 @@ def restore(image: str | None, prior: str | None = None, mode: str = "latent", g
             if prompts and diffusion_prior.encode_prompt is None:
                 gr.Warning(f"The prior {diffusion_prior.name!r} has no text encoder: the prompt is ignored.")
             rows, pacer, last_update, done, first_stage = [], None, 0.0, None, None
+            held = held_first_stages(photo, settings, server.MODELS, prior)  # (another job may have run meanwhile)
             for event in run_events(photo, settings, server.MODELS, prior, job):
                 if isinstance(event, Done):
                     done = event
                 elif isinstance(event, FirstStage):  # the start: shown while the first diffusion step runs
+                    if event.realism != settings.realism and held is not None and "realistic" in held:
+                        continue  # (the faithful stage, shown while the realistic one runs: it does not run)
                     yield restore_update(
                         preview=gr.Image(value=event.image,
                                          label=f"Live preview: first stage ({first_stage_name(event.realism)})"),
@@ -166,6 +173,8 @@ def restore(image: str | None, prior: str | None = None, mode: str = "latent", g
                 yield restore_update(status=f"{job.stopped()}{shows}.")
                 return
             server.JOBS.costs.record(spec, done)
+            if settings.uses_realistic:  # makes the next realism's start a multiply-add (`live`)
+                cached_start(photo, settings, server.MODELS, prior)
         stem = f"{Path(image).stem}-{mode}-seed{settings.seed}"
         png = str(save_png(done.image, folder / f"{stem}.png", text=recipe_text(done, photo, prior)))
         before = str(save_png(photo.resize(done.image.size, Image.BICUBIC), folder / "bicubic.png"))
@@ -329,13 +338,17 @@ def build(demo: gr.Blocks, choices: list[tuple[str, str]], tuned: Settings) -> N
                             seed_used = gr.Number(label="Seed used", interactive=False, precision=0,
                                                   elem_id="seed-used")
                             seconds = gr.Number(label="Time (s)", interactive=False, elem_id="seconds")
-        ran = wire_run("restore", restore, buttons,
-                       inputs=[image, prior, mode, guidance, steps, scale, width, height, seed, refine, refine_lr,
-                               reg_every, reg_strength, latent_reg, start, eta, colour_fix, prompt, realism],
-                       outputs=[preview, plot, status, result, png, seed_used, estimate, seconds, maps_gallery, show],
+        restore_inputs = [image, prior, mode, guidance, steps, scale, width, height, seed, refine, refine_lr,
+                          reg_every, reg_strength, latent_reg, start, eta, colour_fix, prompt, realism]
+        restore_outputs = [preview, plot, status, result, png, seed_used, estimate, seconds, maps_gallery, show]
+        ran = wire_run("restore", restore, buttons, inputs=restore_inputs, outputs=restore_outputs,
                        status=status, progress_on=[result], show_progress="full")
-        ran.success(lambda: gr.Row(visible=True), None, numbers, queue=False, show_progress="hidden",
-                    api_visibility="private")
+
+        def show_numbers(event):
+            event.success(lambda: gr.Row(visible=True), None, numbers, queue=False, show_progress="hidden",
+                          api_visibility="private")
+
+        show_numbers(ran)
         for control in (image, scale, width, height, prior, mode, steps):
             control.change(size_hint, [image, scale, width, height, prior, mode, steps], hint, queue=False,
                            show_progress="hidden", api_visibility="private")
@@ -343,8 +356,12 @@ def build(demo: gr.Blocks, choices: list[tuple[str, str]], tuned: Settings) -> N
         controls = dict(guidance=guidance, steps=steps, refine=refine, refine_lr=refine_lr, reg_every=reg_every,
                         reg_strength=reg_strength, latent_reg=latent_reg, start=start, eta=eta, colour_fix=colour_fix,
                         realism=realism)
-        look.input(lambda chosen, spec: look_controls(chosen, server.MODELS.settings(spec)), [look, prior],
-                   [realism, eta], queue=False, show_progress="hidden", api_visibility="private")
+        looked = look.input(lambda chosen, spec: look_controls(chosen, server.MODELS.settings(spec)), [look, prior],
+                            [realism, eta], queue=False, show_progress="hidden", api_visibility="private")
+        # after a run, a new realism shows its start at once and runs the diffusion from it
+        live.wire([realism.release, looked.then], restore, restore_inputs, restore_outputs,
+                  [image, prior, mode, scale, width, height, realism], preview, status, buttons[1], [result],
+                  show_numbers)
         # (input: the user's pick only; a recipe sets the prior and its own settings together)
         prior.input(tuned_controls, prior, [controls[name] for name in TUNED_CONTROLS],
                     queue=False, show_progress="hidden", api_visibility="private")
