@@ -211,9 +211,9 @@ class FirstStageCache:
 
 def _input_key(image: Image.Image, out_hw: tuple[int, int], pixel: PixelModels, device: torch.device) -> tuple:
     pixels = hashlib.sha256(f"{image.width}x{image.height}".encode() + image.tobytes()).hexdigest()
-    files = tuple((str(f), f.stat().st_mtime_ns) for f in pixel.files + realistic_files(pixel.realistic)
-                  if Path(f).exists())
-    return pixels, out_hw, files, str(device)
+    # (Real-ESRGAN's files are pinned by their SHA-256 where they are read; a user's own is named here)
+    files = tuple((str(f), Path(f).stat().st_mtime_ns) for f in pixel.files if Path(f).exists())
+    return pixels, out_hw, files, str(pixel.realistic), str(device)
 
 
 # ------------------------------------------------------------------------------------------- restore

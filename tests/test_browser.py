@@ -89,6 +89,13 @@ def set_number(page, selector: str, value: int) -> None:
     box.press("Enter")
 
 
+def every_step(page) -> None:
+    """Early stop off (mini's diffusion stops at its first step, having changed nothing): for tests of the steps."""
+    if not page.locator("#early-stop input[type=number]").is_visible():
+        page.get_by_text("Advanced").click()
+    set_number(page, "#early-stop", 0)
+
+
 def upload(page, box: str, path: Path) -> None:
     page.set_input_files(f"{box} input[type=file]", str(path))
     page.wait_for_selector(f"{box} img", timeout=30_000)
@@ -118,10 +125,12 @@ def test_restore_shows_a_live_preview_then_the_slider(page, shots):
             break
     assert "s on this server" in page.locator("#size-hint").text_content()
     set_number(page, "#steps", 8)
+    every_step(page)
     page.evaluate(WATCH_PREVIEW)
     page.click("#restore-button")
     page.wait_for_selector("#result-slider img", timeout=180_000)
     status_contains(page, "#status", "Done")
+    status_contains(page, "#status", "Diffusion: 8 steps, changed the start by")
     previews = page.evaluate("window.previews")
     steps = [p for p in previews if "Step" in p["label"]]
     assert len({p["src"] for p in steps}) >= 2, previews  # the preview changed at least twice while sampling
@@ -180,6 +189,14 @@ def test_a_result_png_dropped_on_the_recipe_input_sets_the_controls(page, tmp_pa
     assert "1234" in values and "2.5" in values and "0.8" in values
 
 
+def test_a_diffusion_that_changes_nothing_says_so(page):
+    upload(page, "#input-image", EXAMPLES / "coffee.png")
+    page.click("#restore-button")
+    page.wait_for_selector("#result-slider img", timeout=180_000)
+    status_contains(page, "#status", "converged at step 1 of 10")
+    assert "below the early-stop threshold, the result is its start" in page.locator("#status").text_content()
+
+
 def test_advanced_settings_and_prompt(page):
     page.get_by_text("Advanced").click()
     page.wait_for_selector("#prompt textarea, #prompt input", timeout=10_000)
@@ -190,6 +207,7 @@ def test_advanced_settings_and_prompt(page):
 
 def test_stop_ends_the_run_and_a_run_clicked_at_once_is_not_lost(page):
     upload(page, "#input-image", EXAMPLES / "rocket.png")
+    every_step(page)
     set_number(page, "#steps", 200)
     page.click("#restore-button")
     status_contains(page, "#status", "Step ")

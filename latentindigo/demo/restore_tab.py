@@ -23,7 +23,7 @@ from latentindigo.settings import Settings, local_folder, max_output_pixels, out
 
 # the sampler settings the Restore tab's controls set; their defaults are the chosen prior's tuned settings
 TUNED_CONTROLS = ("realism", "guidance", "steps", "refine", "refine_lr", "reg_every", "reg_strength", "latent_reg",
-                  "start", "eta", "colour_fix")
+                  "start", "eta", "colour_fix", "early_stop")
 # the controls a result PNG's recipe sets
 RECIPE_CONTROLS = ("prior", "mode", "scale", "width", "height", "seed", "prompt") + TUNED_CONTROLS
 LATENT_REGS = [("spread matching (free)", "spread"), ("projection through the VAE", "projection")]
@@ -98,7 +98,7 @@ def restore(image: str | None, prior: str | None = None, mode: str = "latent", g
             refine: bool | None = None, refine_lr: float | None = None, reg_every: int | None = None,
             reg_strength: float | None = None, latent_reg: str | None = None, start: float | None = None,
             eta: float | None = None, colour_fix: bool | None = None, prompt: str = "", realism: float | None = None,
-            sent: float | None = None,
+            early_stop: float | None = None, sent: float | None = None,
             request: gr.Request = None, progress=gr.Progress()):
     """Restore one photo. Streams (preview, consistency plot, status, (before, after), PNG file, seed used,
     estimated degradation, seconds); the last update carries the result. A sampler setting left out (None) is
@@ -112,7 +112,7 @@ def restore(image: str | None, prior: str | None = None, mode: str = "latent", g
     size = output_size(photo, width, height)
     given = dict(guidance=guidance, steps=steps, refine=refine, refine_lr=refine_lr, reg_every=reg_every,
                  reg_strength=reg_strength, latent_reg=latent_reg, start=start, eta=eta, colour_fix=colour_fix,
-                 realism=realism)
+                 realism=realism, early_stop=early_stop)
     library = Settings()  # (its field types: the browser sends numbers as floats)
     prompts = {"prompt": prompt.strip()} if prompt and prompt.strip() else {}
     settings = server.MODELS.settings(prior, method=mode, seed=pick_seed(seed), size=size,
@@ -302,8 +302,15 @@ def build(demo: gr.Blocks, choices: list[tuple[str, str]], tuned: Settings) -> N
                         eta = Slider(0, 1, value=tuned.eta, step=0.05, label="Eta",
                                      info="fresh noise per step: 0 deterministic (DDIM), 1 as DDPM; more gives more "
                                           "texture")
-                    colour_fix = gr.Checkbox(tuned.colour_fix, label="Colour fix",
-                                             info="coarse content from the first stage, fine detail from the diffusion")
+                    with gr.Row():
+                        colour_fix = gr.Checkbox(tuned.colour_fix, label="Colour fix",
+                                                 info="coarse content from the first stage, fine detail from the "
+                                                      "diffusion")
+                        early_stop = Number(tuned.early_stop, minimum=0, maximum=255, label="Early stop (grey levels)",
+                                            elem_id="early-stop",
+                                            info="stop when a step moves the result by less than this (RMS); when "
+                                                 "the whole diffusion moves it by less, keep the start; 0: every "
+                                                 "step")
                     prompt = prompt_box(server.MODELS.default, value="", label="Prompt", max_length=500, lines=1,
                                         elem_id="prompt",
                                         info="text-conditioned priors only; empty: a neutral quality prompt")
@@ -339,7 +346,7 @@ def build(demo: gr.Blocks, choices: list[tuple[str, str]], tuned: Settings) -> N
                                                   elem_id="seed-used")
                             seconds = gr.Number(label="Time (s)", interactive=False, elem_id="seconds")
         restore_inputs = [image, prior, mode, guidance, steps, scale, width, height, seed, refine, refine_lr,
-                          reg_every, reg_strength, latent_reg, start, eta, colour_fix, prompt, realism]
+                          reg_every, reg_strength, latent_reg, start, eta, colour_fix, prompt, realism, early_stop]
         restore_outputs = [preview, plot, status, result, png, seed_used, estimate, seconds, maps_gallery, show]
         ran = wire_run("restore", restore, buttons, inputs=restore_inputs, outputs=restore_outputs,
                        status=status, progress_on=[result], show_progress="full")
@@ -355,7 +362,7 @@ def build(demo: gr.Blocks, choices: list[tuple[str, str]], tuned: Settings) -> N
         prior.change(prompt_box, prior, prompt, queue=False, show_progress="hidden", api_visibility="private")
         controls = dict(guidance=guidance, steps=steps, refine=refine, refine_lr=refine_lr, reg_every=reg_every,
                         reg_strength=reg_strength, latent_reg=latent_reg, start=start, eta=eta, colour_fix=colour_fix,
-                        realism=realism)
+                        realism=realism, early_stop=early_stop)
         looked = look.input(lambda chosen, spec: look_controls(chosen, server.MODELS.settings(spec)), [look, prior],
                             [realism, eta], queue=False, show_progress="hidden", api_visibility="private")
         # after a run, a new realism shows its start at once and runs the diffusion from it
