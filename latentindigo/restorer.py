@@ -122,26 +122,29 @@ def restore_first_stage(restorer: Restorer, y: torch.Tensor, size: tuple[int, in
         if size[0] <= TILE and size[1] <= TILE:
             return restorer(upscaled, scale, jpeg_grid(low, size, quality).to(y.device)).clamp(0, 1)
         out, weight = torch.zeros_like(upscaled), upscaled.new_zeros(1, 1, *size)
-        (height, rows), (width, columns) = _tiles(size[0]), _tiles(size[1])
-        for top in rows:
-            for left in columns:
-                tile = upscaled[..., top : top + height, left : left + width]
+        for top, bottom in _tiles(size[0]):
+            for left, right in _tiles(size[1]):
+                tile = upscaled[..., top:bottom, left:right]
                 ramp = _ramp(tile.shape[-2], tile.device)[:, None] * _ramp(tile.shape[-1], tile.device)[None, :]
                 # the grid of this tile only: the whole one would take 9 full-size channels
                 tile_grid = jpeg_grid(low, size, quality, (top, left, *tile.shape[-2:])).to(y.device)
-                out[..., top : top + height, left : left + width] += restorer(tile, scale, tile_grid) * ramp
-                weight[..., top : top + height, left : left + width] += ramp
+                out[..., top:bottom, left:right] += restorer(tile, scale, tile_grid) * ramp
+                weight[..., top:bottom, left:right] += ramp
         return (out / weight).clamp(0, 1)
 
 
-def _tiles(length: int) -> tuple[int, list[int]]:
-    """(tile size, starts) along one axis: as few tiles of at most TILE as cover `length` overlapping by at least
-    OVERLAP, shrunk to share it evenly (two tiles of 768 for 1024 pixels did 2.25x the work of one pass)."""
+def _tiles(length: int) -> list[tuple[int, int]]:
+    """(start, end) of each tile along one axis: as few tiles of about TILE as cover `length` overlapping by about
+    OVERLAP, shrunk to share it evenly (two tiles of 768 for 1024 pixels did 2.25x the work of one pass). They
+    start at multiples of 4, on the untiled pass's grid of two halvings: tiles that started between them halved
+    other pixel pairs and disagreed over their whole overlaps (the bundled restorer, 240 x 320 pixels in tiles of
+    96: 0.00048 from the untiled result on average, 0.00027 with these starts; tests/test_tiles.py)."""
     if length <= TILE:
-        return length, [0]
+        return [(0, length)]
     count = math.ceil((length - OVERLAP) / (TILE - OVERLAP))
     size = min(TILE, math.ceil((length + (count - 1) * OVERLAP) / count / 8) * 8)
-    return size, [round(i * (length - size) / (count - 1)) for i in range(count)]
+    starts = [round(i * (length - size) / (count - 1) / 4) * 4 for i in range(count)]
+    return [(start, start + size) for start in starts[:-1]] + [(starts[-1], length)]
 
 
 def _ramp(length: int, device: torch.device) -> torch.Tensor:
