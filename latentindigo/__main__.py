@@ -45,7 +45,7 @@ def _restore(args: argparse.Namespace) -> None:
     saved = None
     if args.recipe_from:
         # the recipe decides method, prior, every sampler setting, seed and size
-        saved = recipe.read_recipe(args.recipe_from)
+        saved = recipe.read_recipe(args.recipe_from, method=args.method)  # (--method: one of a comparison's)
         settings = recipe.settings_of(saved)
         args.prior = saved["prior"]["spec"] if saved.get("prior") else args.prior
     else:
@@ -95,13 +95,14 @@ def _restore_dir(args: argparse.Namespace) -> None:
 
 def settings_from_args(args: argparse.Namespace):
     """The options given, and for the sampler options not given, the prior's tuned settings."""
-    from latentindigo.settings import TUNABLE, settings_for
+    from latentindigo.settings import TUNABLE, Settings, settings_for
 
     if args.size and args.scale:
         raise UserError("give --size or --scale, not both")
     given = {name: getattr(args, name) for name in TUNABLE + ("prompt", "negative_prompt")
              if getattr(args, name, None) is not None}
-    return settings_for(args.prior, method=args.method, seed=args.seed, size=args.size, scale=args.scale, **given)
+    return settings_for(args.prior, method=args.method or Settings().method, seed=args.seed, size=args.size,
+                        scale=args.scale, **given)
 
 
 def load_prior_for(args: argparse.Namespace):
@@ -145,9 +146,10 @@ def add_restore_options(p: argparse.ArgumentParser) -> None:
     d = Settings()
     p.epilog = ("Sampler options left out take the prior's tuned settings (sampler_settings.json in its folder; the "
                 "bundled mini has one), else the library defaults shown in parentheses.")
-    p.add_argument("--method", choices=METHODS, default=d.method,
-                   help="latent/pixel: LatentINDIGO; faithful, realistic, first-stage (the start at --realism): the "
-                        "first stages; others: baselines")
+    p.add_argument("--method", choices=METHODS,
+                   help=f"latent/pixel: LatentINDIGO; faithful, realistic, first-stage (the start at --realism): the "
+                        f"first stages; others: baselines ({d.method}); with --recipe-from a comparison PNG: the "
+                        "method of it to replay")
     p.add_argument("--prior", default="mini", help="mini (bundled), sd21, a diffusers folder or hub id[@revision], "
                    "tiny-random or sd21-random")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
@@ -304,7 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, required=True, help="output PNG (its recipe in a text chunk)")
     p.add_argument("--recipe-from", type=Path, metavar="RESULT_PNG",
                    help="rerun the recipe of a PNG this project wrote (method, prior, every setting, seed, size: "
-                        "its options win over the others); warns when the version or a weight file differs")
+                        "its options win over the others); warns when the version or a weight file differs. A "
+                        "comparison PNG (the demo's Compare grid) holds every method's: pick one with --method")
     p.add_argument("--maps", type=Path, metavar="DIR",
                    help="also write the consistency map (where the result disagrees with the input) and the "
                         "invented-detail map (what diffusion added over the first-stage estimate), with overlays")

@@ -6,6 +6,9 @@ sampler setting, seed, output size, the degradation estimate and a hash of the i
 
 reruns RESULT's recipe on IN; on the same machine it gives RESULT's pixels exactly (the sampler is seeded and
 its noise drawn on the CPU), and `differences` names what no longer matches (version, weights, input).
+
+A comparison PNG (the demo's Compare grid) carries every method's recipe instead, in a text chunk named
+`latentindigo-comparison` holding {method: recipe}; `--recipe-from GRID.png --method METHOD` replays one.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ if TYPE_CHECKING:
     from latentindigo.sampler import Done, PixelModels
 
 CHUNK = "latentindigo"
+COMPARISON_CHUNK = "latentindigo-comparison"  # {method: recipe} of a comparison
 
 
 def recipe(done: Done, image: Image.Image, prior: Prior | None, pixel: PixelModels) -> dict:
@@ -52,21 +56,42 @@ def png_text(recipe: dict) -> dict[str, str]:
     return {CHUNK: json.dumps(recipe, sort_keys=True)}
 
 
-def read_recipe(path: str | Path) -> dict:
-    """The recipe in a result PNG, or a UserError saying why there is none."""
+def comparison_text(recipes: dict[str, dict]) -> dict[str, str]:
+    """The text chunk of a comparison PNG: every method's recipe, {method: recipe}, in the comparison's order."""
+    return {COMPARISON_CHUNK: json.dumps(recipes)}
+
+
+def read_recipe(path: str | Path, method: str | None = None) -> dict:
+    """The recipe in a result PNG, or in a comparison PNG the recipe of `method` (which may be left out when it
+    compares one method only); a UserError saying why there is none."""
     name = Path(path).name
     try:
         with Image.open(path) as png:
-            text = png.text.get(CHUNK) if hasattr(png, "text") else None
+            chunks = png.text if hasattr(png, "text") else {}
+            text, comparison = chunks.get(CHUNK), chunks.get(COMPARISON_CHUNK)
     except (OSError, ValueError, SyntaxError) as e:
         raise UserError(f"cannot read a recipe from {name!r}: {' '.join(str(e).split())}") from None
-    if text is None:
+    if text is None and comparison is None:
         raise UserError(f"{name!r} has no LatentINDIGO recipe (only PNGs this project wrote carry one)")
     try:
-        data = json.loads(text)
-        settings_of(data)
-    except (ValueError, TypeError, KeyError) as e:
+        recipes = None if comparison is None or text is not None else json.loads(comparison)
+        if recipes is not None and not isinstance(recipes, dict):
+            raise ValueError("not a JSON object")
+    except ValueError as e:
+        raise UserError(f"the recipes in {name!r} are damaged: {' '.join(str(e).split())}") from None
+    if recipes is not None:
+        if method is None and len(recipes) != 1:
+            raise UserError(f"{name!r} is a comparison of {', '.join(recipes) or 'nothing'}: choose the method to replay "
+                            "(command line: --method)")
+        if method is not None and method not in recipes:
+            raise UserError(f"{name!r} has no {method} result; it compares {', '.join(recipes) or 'nothing'}")
+    try:
+        data = json.loads(text) if recipes is None else recipes[method or next(iter(recipes))]
+        settings = settings_of(data)
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
         raise UserError(f"the recipe in {name!r} is damaged: {' '.join(str(e).split())}") from None
+    if method is not None and settings.method != method:
+        raise UserError(f"{name!r} is a {settings.method} result, not {method}")
     return data
 
 

@@ -413,7 +413,7 @@ def test_compare_runs_each_method_with_the_same_seed(client, tmp_path):
     source = photo(tmp_path / "in.png", 20, 16)
     job = client.submit(handle_file(str(source)), methods=["latent", "inn", "bicubic"], steps=2, scale=2, seed=7,
                         api_name="/compare")
-    gallery, table, status = job.result(timeout=180)
+    gallery, table, status, plot, left, right, slider, grid = job.result(timeout=180)
     assert len(job.outputs()) >= 3
     assert "seed 7" in status and status.startswith("**Done**")
     captions = [item["caption"] for item in gallery]
@@ -423,6 +423,18 @@ def test_compare_runs_each_method_with_the_same_seed(client, tmp_path):
         with Image.open(item["image"]) as im:
             assert im.size == (40, 32)
     assert [row[0] for row in table["data"]] == ["LatentINN", "INN only", "bicubic"]
+    assert table["headers"][:4] == ["method", "seconds ↓", "consistency (dB) ↑", "NIQE ↓"]
+    assert all(row[3] is None for row in table["data"])  # 40x32 is too small for NIQE: no number, no point
+    assert plot is None or not [row for row in plot["data"] if row[2] is not None]
+    # the slider's pair at full resolution (bicubic and the default method), and the comparison PNG
+    assert (left["value"], right["value"]) == ("bicubic", "latent")  # (dropdown updates: choices and value)
+    assert [c[1] for c in left["choices"]] == ["latent", "inn", "bicubic"]
+    for path in slider:
+        with Image.open(path) as im:
+            assert im.size == (40, 32)
+    with Image.open(grid) as im:
+        assert im.format == "PNG" and list(json.loads(im.text["latentindigo-comparison"])) == [
+            "latent", "inn", "bicubic"]
 
 
 def test_lab_restores_to_the_original_size_and_scores_each_method(client, tmp_path):
@@ -431,15 +443,16 @@ def test_lab_restores_to_the_original_size_and_scores_each_method(client, tmp_pa
     clean = photo(tmp_path / "clean.png", 40, 32)
     job = client.submit(handle_file(str(clean)), scale=4, blur=1.0, noise=2, jpeg=90, methods=["bicubic", "latent"],
                         steps=2, seed=1, api_name="/lab")
-    low, gallery, table, status = job.result(timeout=180)
+    low, gallery, table, status, plot = job.result(timeout=180)
     with Image.open(low) as im:
         assert im.size == (10, 8)
     for item in gallery:
         with Image.open(item["image"]) as im:
             assert im.size == (40, 32)
         assert "PSNR" in item["caption"] and "SSIM" in item["caption"]
-    assert table["headers"] == ["method", "seconds", "PSNR (dB)", "SSIM"]
+    assert table["headers"] == ["method", "seconds ↓", "PSNR (dB) ↑", "SSIM ↑", "NIQE ↓"]
     scores = {row[0]: (row[2], row[3]) for row in table["data"]}
+    assert all(row[4] is None for row in table["data"]) and plot is None  # 40x32: too small for NIQE
     assert set(scores) == {"bicubic", "LatentINN"}
     assert 15 < scores["bicubic"][0] < 60 and 0 < scores["bicubic"][1] <= 1  # a smooth photo upscales well
     assert all(math.isfinite(p) for p, _ in scores.values())

@@ -128,3 +128,32 @@ def test_recipe_from_a_png_without_one_is_a_one_line_error(tmp_path, photo):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "no LatentINDIGO recipe" in lines[0]
     assert not (tmp_path / "out.png").exists()
+
+
+def test_recipe_from_a_comparison_png_replays_the_method_named(tmp_path, photo):
+    """A comparison PNG (the demo's Compare grid) holds every method's recipe: --method picks the one to replay,
+    which then gives that method's own result, as replaying its own PNG does."""
+    from latentindigo.imageio import save_png
+    from latentindigo.recipe import comparison_text, read_recipe
+
+    photo.save(tmp_path / "in.png")
+    own = {}
+    for method in ("bicubic", "faithful"):
+        own[method] = tmp_path / f"{method}.png"
+        result = cli("restore", tmp_path / "in.png", "-o", own[method], "--method", method, "--scale", "2",
+                     "--seed", "3", "--quiet")
+        assert result.returncode == 0, result.stderr
+    grid = save_png(Image.new("RGB", (8, 8)), tmp_path / "grid.png",
+                    text=comparison_text({m: read_recipe(path) for m, path in own.items()}))
+    again = tmp_path / "again.png"
+    result = cli("restore", tmp_path / "in.png", "-o", again, "--recipe-from", grid, "--method", "faithful",
+                 "--quiet")
+    assert result.returncode == 0 and "warning" not in result.stderr, result.stderr
+    assert again.read_bytes() == own["faithful"].read_bytes()
+    for args, message in [((), "is a comparison of bicubic, faithful: choose the method to replay (command line: "
+                                "--method)"),
+                          (("--method", "latent"), "has no latent result; it compares bicubic, faithful")]:
+        result = cli("restore", tmp_path / "in.png", "-o", tmp_path / "out.png", "--recipe-from", grid, *args)
+        assert result.returncode == 2
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], lines

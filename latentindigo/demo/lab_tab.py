@@ -1,5 +1,5 @@
 """The Degradation lab tab: degrade a clean photo, restore it with several methods at its own size, and score
-each against the original."""
+each against the original (PSNR, SSIM) and for naturalness (NIQE), with a scatter of the two."""
 
 from __future__ import annotations
 
@@ -9,10 +9,13 @@ from latentindigo.demo import server
 from latentindigo.demo.controls import (EXAMPLES, METHOD_NAMES, Number, Slider, methods_box, photo_examples,
                                         photo_input, prior_dropdown, results_gallery, run_buttons, scale_slider,
                                         seed_number, status_box, steps_slider)
-from latentindigo.demo.server import (on_gpu, recipe_text, results_table, session, tab_progress, user_errors,
-                                      wire_run)
+from latentindigo.demo.scores import LAB_CAPTION, LAB_COLUMNS, lab_row, scatter, table
+from latentindigo.demo.server import on_gpu, recipe_text, session, tab_progress, user_errors, wire_run
 from latentindigo.serving import method_runs, pick_seed, read_photo, run_method, scratch_folder
 from latentindigo.settings import Settings
+
+PSNR = "PSNR (dB)"  # the scatter's x
+PSNR_COLUMN = LAB_COLUMNS[2]
 
 
 @on_gpu
@@ -22,10 +25,10 @@ def lab(image: str | None, scale: float = 4.0, blur: float = 1.0, noise: float =
         steps: int | None = None, seed: int = 0, sent: float | None = None, request: gr.Request = None,
         progress=gr.Progress()):
     """Degrade a clean photo, restore it with several methods at its own size, and score each against it.
-    Streams (degraded photo, gallery, table, status)."""
+    Streams (degraded photo, gallery, table, status, scatter of NIQE against PSNR)."""
+    from latentindigo.comparison import score
     from latentindigo.degradations import Degradation, degrade, scaled_size
     from latentindigo.imageio import save_png, to_image, to_tensor
-    from latentindigo.metrics import psnr, ssim
 
     clean = read_photo(image)
     seed = pick_seed(seed)
@@ -37,30 +40,35 @@ def lab(image: str | None, scale: float = 4.0, blur: float = 1.0, noise: float =
         settings.check(low_w, low_h)
     truth = f"x{scale:g}, blur {blur:g}, noise {noise:g}/255, " + ("no JPEG" if d.jpeg is None else f"JPEG {d.jpeg}")
     original = to_tensor(clean)
-    gallery, rows = [], []
+    gallery, rows, points, names = [], [], [], [METHOD_NAMES[s.method] for s in runs]
+
+    def shown(status: str) -> tuple:
+        """Everything so far: a table or plot skipped after it was shown is stripped in the browser
+        (compare_tab.compare_update says why)."""
+        return low_png, gallery, table(rows, LAB_COLUMNS), status, scatter(points, names, PSNR)
+
     with scratch_folder() as folder:
         low = to_image(degrade(original, d))
         low_png = str(save_png(low, folder / "degraded.png"))
         degraded = f"Degraded {clean.width}x{clean.height} to {low.width}x{low.height} ({truth})"
-        yield low_png, [], results_table([], scores=True), f"{degraded}; waiting for the device…"
+        yield shown(f"{degraded}; waiting for the device…")
         with server.JOBS.run("lab", session(request), sent) as job:
             for i, settings in enumerate(runs):
                 name = METHOD_NAMES[settings.method]
-                yield gr.skip(), gr.skip(), gr.skip(), f"Running {name} ({i + 1} of {len(runs)}), seed {seed}…"
+                yield shown(f"Running {name} ({i + 1} of {len(runs)}), seed {seed}…")
                 done = run_method(low, settings, server.MODELS, prior, job, tab_progress(progress, name))
                 if done is None:
-                    yield gr.skip(), gr.skip(), gr.skip(), f"Stopped during {name}."
+                    yield shown(f"Stopped during {name}.")
                     return
                 server.JOBS.costs.record(prior or server.MODELS.default, done)
-                p, s = psnr(done.tensor, original), ssim(done.tensor, original)
+                s = score(done, truth=original)
                 png = save_png(done.image, folder / f"{settings.method}.png", text=recipe_text(done, low, prior))
-                gallery.append((str(png), f"{name} · PSNR {p:.2f} dB · SSIM {s:.3f}"))
-                rows.append({"method": name, "seconds": round(done.seconds, 2), "PSNR (dB)": round(p, 2),
-                             "SSIM": round(s, 4)})
-                yield gr.skip(), gallery, results_table(rows, scores=True), f"{name}: PSNR {p:.2f} dB, SSIM {s:.3f}."
-        best = max(rows, key=lambda r: r["PSNR (dB)"])
-        summary = f"**Done**, best PSNR: {best['method']}. The estimator saw: {done.estimate} (truth: {truth})."
-        yield low_png, gallery, results_table(rows, scores=True), summary
+                gallery.append((str(png), f"{name} · PSNR {s.psnr:.2f} dB · SSIM {s.ssim:.3f}"))
+                rows.append(lab_row(name, s))
+                points.append((name, s.psnr, s.niqe))
+                yield shown(f"{name}: PSNR {s.psnr:.2f} dB, SSIM {s.ssim:.3f}.")
+        best = max(rows, key=lambda r: r[PSNR_COLUMN])
+        yield shown(f"**Done**, best PSNR: {best['method']}. The estimator saw: {done.estimate} (truth: {truth}).")
 
 
 def build(choices: list[tuple[str, str]], tuned: Settings) -> None:
@@ -87,8 +95,12 @@ def build(choices: list[tuple[str, str]], tuned: Settings) -> None:
                                     "the original.", "lab-status")
                 low = gr.Image(label="Degraded", format="png", interactive=False, height=200, elem_id="lab-degraded")
                 gallery = results_gallery("Restored", "lab-gallery")
-                table = gr.Dataframe(results_table([], scores=True), label="Scores against the original",
-                                     interactive=False)
+                scores = gr.Dataframe(table([], LAB_COLUMNS), label="Scores against the original",
+                                      interactive=False, elem_id="lab-table")
+                gr.Markdown(LAB_CAPTION)
+                plot = gr.ScatterPlot(None, x=PSNR, y="NIQE", color="method", label="Naturalness against PSNR",
+                                      x_title="PSNR against the clean photo (dB): more faithful →",
+                                      y_title="NIQE: lower is more natural", tooltip="all", elem_id="lab-plot")
         wire_run("lab", lab, buttons,
                  inputs=[image, scale, blur, noise, jpeg, degradation_seed, methods, prior, steps, seed],
-                 outputs=[low, gallery, table, status], status=status, progress_on=[gallery])
+                 outputs=[low, gallery, scores, status, plot], status=status, progress_on=[gallery])

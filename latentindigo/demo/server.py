@@ -1,5 +1,5 @@
 """What the server keeps for every tab: the priors it offers (`MODELS`) and its one job at a time on the device
-(`JOBS`), the Run and Stop buttons' wiring, ZeroGPU, one-line errors, results' recipes, Compare's and Lab's tables.
+(`JOBS`), the Run and Stop buttons' wiring, ZeroGPU, one-line errors, results' recipes.
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ import traceback
 from collections.abc import Callable
 
 import gradio as gr
-import pandas as pd
 from PIL import Image
 
 from latentindigo.errors import UserError
@@ -105,8 +104,4 @@ def recipe_text(done, photo: Image.Image, prior: str | None) -> dict[str, str]:
 def tab_progress(progress, label: str):
     """run_method's progress callback for gradio's progress bar, the method's name before the phase."""
     return lambda step, total, phase: progress((step, total), desc=f"{label}: {phase}")
-
-
-def results_table(rows: list[dict], scores: bool = False) -> pd.DataFrame:
-    return pd.DataFrame(rows, columns=["method", "seconds"] + (["PSNR (dB)", "SSIM"] if scores else []))
 
