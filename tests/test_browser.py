@@ -254,6 +254,7 @@ def test_stop_ends_the_callers_own_run_waiting_in_the_queue_and_no_one_elses(bro
             page.goto(server)
             page.wait_for_selector("#restore-button", timeout=60_000)
             upload(page, "#input-image", EXAMPLES / "rocket.png")
+        every_step(alice)
         set_number(alice, "#steps", 200)
         alice.click("#restore-button")
         status_contains(alice, "#status", "Step ")
