@@ -114,7 +114,7 @@ def test_denoiser_tiles_blend_without_seams(mini, monkeypatch):
     z, t, tile = mini.encode(smooth(256, 384)), 300, 32
     a = mini.alphas_cumprod[t].item()
     predict = lambda eps: (z - math.sqrt(1 - a) * eps) / math.sqrt(a)  # noqa: E731
-    denoise = lambda window: mini._eps(window, t, 1.0)  # noqa: E731
+    denoise = lambda window: mini._eps(window, t, 1.0, None)  # noqa: E731
     whole = predict(denoise(z))
 
     def borders(n):  # where each tile starts and ends, as `tiled` places them
