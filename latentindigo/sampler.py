@@ -26,7 +26,6 @@ tuned settings (`latentindigo.settings.settings_for`).
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -46,6 +45,7 @@ from latentindigo.first_stages import combine, load_realistic, realistic_estimat
 from latentindigo.imageio import to_image, to_tensor
 from latentindigo.inn import LiftingINN, coarse_size, levels_for_scale, zero_details
 from latentindigo.priors import Prior
+from latentindigo.recipe import pixels_hash
 from latentindigo.restorer import WEIGHTS as RESTORER_WEIGHTS, Restorer, load_restorer, restore_first_stage
 from latentindigo.rrdbnet import RRDBNet
 from latentindigo.settings import ASSETS, DIFFUSION_METHODS, Settings
@@ -210,10 +210,9 @@ class FirstStageCache:
 
 
 def _input_key(image: Image.Image, out_hw: tuple[int, int], pixel: PixelModels, device: torch.device) -> tuple:
-    pixels = hashlib.sha256(f"{image.width}x{image.height}".encode() + image.tobytes()).hexdigest()
     # (Real-ESRGAN's files are pinned by their SHA-256 where they are read; a user's own is named here)
     files = tuple((str(f), Path(f).stat().st_mtime_ns) for f in pixel.files if Path(f).exists())
-    return pixels, out_hw, files, str(pixel.realistic), str(device)
+    return pixels_hash(image), out_hw, files, str(pixel.realistic), str(device)
 
 
 # ------------------------------------------------------------------------------------------- restore

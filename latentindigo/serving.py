@@ -285,19 +285,19 @@ def gpu_seconds(fn: Callable, costs: RunCosts, default_prior: Callable[[], str |
     output size, doubled, plus 20 s to attach the GPU (a job that runs out of GPU time fails, one that asks for
     less waits less in the ZeroGPU queue); 120 s before the server has run those methods."""
     signature = inspect.signature(fn)
+    lab = "blur" in signature.parameters  # the lab restores a degraded copy to the photo's own size
 
     def estimate(*args, **kwargs) -> int:
         a = signature.bind_partial(*args, **kwargs).arguments
         try:
             with Image.open(a["image"]) as photo:
-                # the lab restores a degraded copy to the photo's own size; the other tabs upscale the photo
-                pixels = photo.width * photo.height * (1.0 if "blur" in a or "blur" in signature.parameters
-                                                       else float(a.get("scale") or 4.0) ** 2)
+                pixels = photo.width * photo.height * (1.0 if lab else float(a.get("scale") or 4.0) ** 2)
         except Exception:
             pixels = 512 * 512
         prior = a.get("prior") or default_prior()
         steps = int(a.get("steps") or Settings().steps)
-        seconds = [costs.estimate(prior, m, steps, int(pixels)) for m in a.get("methods") or [a.get("mode") or "latent"]]
+        methods = a.get("methods") or [a.get("mode") or "latent"]
+        seconds = [costs.estimate(prior, m, steps, int(pixels)) for m in methods]
         if any(s is None for s in seconds):
             return 120
         return int(min(300, 20 + 2 * sum(seconds)))
