@@ -45,7 +45,8 @@ def _restore(args: argparse.Namespace) -> None:
     saved = None
     if args.recipe_from:
         # the recipe decides method, prior, every sampler setting, seed and size
-        saved = recipe.read_recipe(args.recipe_from, method=args.method)  # (--method: one of a comparison's)
+        # (--method and --realism: which of a comparison's results)
+        saved = recipe.read_recipe(args.recipe_from, method=args.method, realism=args.realism)
         settings = recipe.settings_of(saved)
         args.prior = saved["prior"]["spec"] if saved.get("prior") else args.prior
     else:
@@ -188,7 +189,8 @@ def add_restore_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--realism", type=float, metavar="R",
                    help="fidelity-realism control, 0-1: 0 starts from the faithful restorer, 1 from Real-ESRGAN's "
                         f"detail on the restorer's coarse content ({d.realism:g}; the bundled mini: "
-                        f"{settings_for('mini').realism:g})")
+                        f"{settings_for('mini').realism:g}); with --recipe-from a realism sweep's comparison PNG: "
+                        "the result of it to replay")
     p.add_argument("--first-stage-weights", type=Path, metavar="FILE",
                    help="your own ESRGAN-family model (.safetensors, or a .pth state dict, read without unpickling "
                         "objects) as the realistic first stage instead of Real-ESRGAN x4plus")
@@ -307,7 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe-from", type=Path, metavar="RESULT_PNG",
                    help="rerun the recipe of a PNG this project wrote (method, prior, every setting, seed, size: "
                         "its options win over the others); warns when the version or a weight file differs. A "
-                        "comparison PNG (the demo's Compare grid) holds every method's: pick one with --method")
+                        "comparison PNG (the demo's Compare grid) holds every method's: pick one with --method (and "
+                        "--realism in a realism sweep)")
     p.add_argument("--maps", type=Path, metavar="DIR",
                    help="also write the consistency map (where the result disagrees with the input) and the "
                         "invented-detail map (what diffusion added over the first-stage estimate), with overlays")

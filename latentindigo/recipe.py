@@ -8,7 +8,8 @@ reruns RESULT's recipe on IN; on the same machine it gives RESULT's pixels exact
 its noise drawn on the CPU), and `differences` names what no longer matches (version, weights, input).
 
 A comparison PNG (the demo's Compare grid) carries every method's recipe instead, in a text chunk named
-`latentindigo-comparison` holding {method: recipe}; `--recipe-from GRID.png --method METHOD` replays one.
+`latentindigo-comparison` holding {method: recipe} (keys such as "latent realism 0.33" in a realism sweep);
+`--recipe-from GRID.png --method METHOD [--realism R]` replays one.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 
 CHUNK = "latentindigo"
 COMPARISON_CHUNK = "latentindigo-comparison"  # {method: recipe} of a comparison
+REALISM_TOLERANCE = 0.005  # a realism asked for on the command line picks the recipe within this (0.33: 1/3)
 
 
 def recipe(done: Done, image: Image.Image, prior: Prior | None, pixel: PixelModels) -> dict:
@@ -61,9 +63,10 @@ def comparison_text(recipes: dict[str, dict]) -> dict[str, str]:
     return {COMPARISON_CHUNK: json.dumps(recipes)}
 
 
-def read_recipe(path: str | Path, method: str | None = None) -> dict:
+def read_recipe(path: str | Path, method: str | None = None, realism: float | None = None) -> dict:
     """The recipe in a result PNG, or in a comparison PNG the recipe of `method` (which may be left out when it
-    compares one method only); a UserError saying why there is none."""
+    compares one method only) at `realism` (needed where it compares a method at several, a realism sweep); a
+    UserError saying why there is none."""
     name = Path(path).name
     try:
         with Image.open(path) as png:
@@ -73,25 +76,32 @@ def read_recipe(path: str | Path, method: str | None = None) -> dict:
         raise UserError(f"cannot read a recipe from {name!r}: {' '.join(str(e).split())}") from None
     if text is None and comparison is None:
         raise UserError(f"{name!r} has no LatentINDIGO recipe (only PNGs this project wrote carry one)")
+    at = "" if realism is None else f" at realism {realism:g}"
     try:
         recipes = None if comparison is None or text is not None else json.loads(comparison)
         if recipes is not None and not isinstance(recipes, dict):
             raise ValueError("not a JSON object")
-    except ValueError as e:
+        chosen = None if recipes is None else [
+            key for key, r in recipes.items() if (method is None or r["method"] == method)
+            and (realism is None or abs(r["settings"]["realism"] - realism) < REALISM_TOLERANCE)]
+    except (ValueError, TypeError, KeyError) as e:
         raise UserError(f"the recipes in {name!r} are damaged: {' '.join(str(e).split())}") from None
     if recipes is not None:
-        if method is None and len(recipes) != 1:
-            raise UserError(f"{name!r} is a comparison of {', '.join(recipes) or 'nothing'}: choose the method to replay "
-                            "(command line: --method)")
-        if method is not None and method not in recipes:
-            raise UserError(f"{name!r} has no {method} result; it compares {', '.join(recipes) or 'nothing'}")
+        compared = ", ".join(recipes) or "nothing"
+        if not chosen and (method is not None or realism is not None):
+            raise UserError(f"{name!r} has no {method or 'such'} result{at}; it compares {compared}")
+        if len(chosen) != 1:
+            raise UserError(f"{name!r} is a comparison of {compared}: choose the method to replay (command line: "
+                            "--method, and --realism in a realism sweep)")
     try:
-        data = json.loads(text) if recipes is None else recipes[method or next(iter(recipes))]
+        data = json.loads(text) if recipes is None else recipes[chosen[0]]
         settings = settings_of(data)
     except (ValueError, TypeError, KeyError, AttributeError) as e:
         raise UserError(f"the recipe in {name!r} is damaged: {' '.join(str(e).split())}") from None
     if method is not None and settings.method != method:
         raise UserError(f"{name!r} is a {settings.method} result, not {method}")
+    if realism is not None and abs(settings.realism - realism) >= REALISM_TOLERANCE:
+        raise UserError(f"{name!r} is a result at realism {settings.realism:.2g}, not {realism:g}")
     return data
 
 

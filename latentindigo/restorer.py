@@ -155,4 +155,6 @@ def _ramp(length: int, device: torch.device) -> torch.Tensor:
 @cache
 def load_restorer(path: Path = WEIGHTS) -> Restorer:
     """The bundled, trained restorer (loaded once per process)."""
-    return load_weights(Restorer, path)
+    # channels-last: oneDNN's convolutions ran it in 0.33 s against 0.52 s at 128 -> 512 on the 2-core CPU,
+    # the same result to 3e-7 (as for the prior's networks and Real-ESRGAN)
+    return load_weights(Restorer, path).to(memory_format=torch.channels_last)

@@ -91,7 +91,8 @@ def load_pixel_models(folder: Path = ASSETS / "inn", restorer: Path = RESTORER_W
     """The bundled, trained PixelINN, estimator and restorer (loaded once per process); `realistic`: a user's
     ESRGAN-family file for the realistic first stage instead of Real-ESRGAN x4plus."""
     inn, estimator = folder / "pixel_inn.safetensors", folder / "estimator.safetensors"
-    return PixelModels(inn=load_weights(LiftingINN, inn), estimator=load_weights(DegradationEstimator, estimator),
+    # (channels-last: the PixelINN's convolutions 15 % faster on the CPU; the small estimator gains nothing)
+    return PixelModels(inn=load_weights(LiftingINN, inn).to(memory_format=torch.channels_last), estimator=load_weights(DegradationEstimator, estimator),
                        restorer=load_restorer(restorer), files=(inn, estimator, restorer), realistic=realistic)
 
 
@@ -271,7 +272,8 @@ def restore(image: Image.Image, settings: Settings, prior: Prior | None = None, 
             out = diffusion.output
             if settings.method == "pixel":
                 forward_model = diffusion.inn
-        if settings.method in ("latent", "pixel"):
+        # (a result the diffusion left undecoded is its start: the colour fix and back-projection leave it as is)
+        if settings.method in ("latent", "pixel") and diffusion.decoded:
             if settings.colour_fix:
                 out = wavelet_colour_fix(out, x_first, settings.colour_fix_levels)
             # towards the start downscaled, not y: back-projecting onto y put its noise and JPEG blocks back (and
@@ -431,7 +433,7 @@ def latentindigo(p: Problem) -> Iterator[Step]:
         z0, error = guide(z_prior)
         yield Step(phase="guidance", latent=z0, error=error, **event)
         converged = change is not None and change(z0, previous) < s.early_stop / 255
-        if converged and change(z0, run.start) < s.early_stop / 255:
+        if converged and (previous is run.start or change(z0, run.start) < s.early_stop / 255):
             # the whole diffusion moved the output by less than a step may: the result is its start
             return Diffusion(output=p.start, steps=i + 1, decoded=False, inn=guide.inn.requires_grad_(False))
         last = converged or i == total - 1

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from PIL import Image
 
 from latentindigo.errors import UserError
-from latentindigo.settings import DIFFUSION_METHODS, Settings, settings_for
+from latentindigo.settings import DIFFUSION_METHODS, REALISM_METHODS, REALISM_SWEEP, Settings, settings_for
 
 if TYPE_CHECKING:
     import torch
@@ -297,6 +297,8 @@ def gpu_seconds(fn: Callable, costs: RunCosts, default_prior: Callable[[], str |
         prior = a.get("prior") or default_prior()
         steps = int(a.get("steps") or Settings().steps)
         methods = a.get("methods") or [a.get("mode") or "latent"]
+        if a.get("sweep"):  # (Compare's realism sweep: a run per realism of each method that has a start)
+            methods = [m for m in methods for _ in (REALISM_SWEEP if m in REALISM_METHODS else [m])]
         seconds = [costs.estimate(prior, m, steps, int(pixels)) for m in methods]
         if any(s is None for s in seconds):
             return 120

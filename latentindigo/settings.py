@@ -20,6 +20,8 @@ TUNED_FILE = "sampler_settings.json"
 
 METHODS = ("latent", "pixel", "faithful", "realistic", "first-stage", "bicubic", "inn", "sdedit", "dps")
 DIFFUSION_METHODS = ("latent", "pixel", "sdedit", "dps")
+REALISM_METHODS = ("first-stage", *DIFFUSION_METHODS)  # the methods that start from the realism control's start
+REALISM_SWEEP = (0.0, 1 / 3, 2 / 3, 1.0)  # the demo's side-by-side realism sweep (Compare)
 LATENT_REGULARISERS = ("spread", "projection")
 MAX_OUTPUT_PIXELS = 4096 * 4096  # default; LATENTINDIGO_MAX_OUTPUT_PIXELS overrides it
 MAX_SCALE = 8.0
@@ -72,7 +74,7 @@ class Settings:
     @property
     def uses_realistic(self) -> bool:
         """Whether the run needs the realistic first stage."""
-        return self.method == "realistic" or (self.realism > 0 and self.method in ("first-stage", *DIFFUSION_METHODS))
+        return self.method == "realistic" or (self.realism > 0 and self.method in REALISM_METHODS)
 
     def output_size(self, width: int, height: int) -> tuple[int, int]:
         """(width, height) of the output for an input of width x height."""

@@ -163,6 +163,46 @@ def test_the_comparison_png_holds_every_result_and_each_methods_recipe(tab, tmp_
     assert tab.show_pair("pixel", "latent", final[OUT["gallery"]]) == gr.skip()
 
 
+def test_a_realism_sweep_shows_each_start_from_one_run_of_the_first_stages(tab, tmp_path, monkeypatch):
+    from latentindigo import sampler
+    from latentindigo.demo import server
+    from latentindigo.settings import REALISM_SWEEP
+
+    calls = []
+    for name in ("restore_first_stage", "realistic_estimate"):
+        network = getattr(sampler, name)
+        monkeypatch.setattr(sampler, name, lambda *a, _n=name, _f=network, **k: calls.append(_n) or _f(*a, **k))
+    source = photo(tmp_path / "sweep.png", 20, 16)
+    final = compare(tab, tmp_path, source, methods=["bicubic", "latent"], steps=2, seed=6, scale=2, sweep=True)[-1]
+    swept = [f"LatentINN, realism {r}" for r in ("0", "0.33", "0.67", "1")]
+    assert [c.split(" · ")[0] for _, c in final[OUT["gallery"]]] == ["bicubic", *swept]
+    assert list(final[OUT["table"]]["method"]) == ["bicubic", *swept]
+    assert sorted(calls) == ["realistic_estimate", "restore_first_stage"]  # once for the four starts
+    assert final[OUT["status"]].startswith("**Done**: 5 results, seed 6")
+    results = [pixels(path) for path, _ in final[OUT["gallery"]][1:]]
+    assert all(not np.array_equal(a, b) for i, a in enumerate(results) for b in results[i + 1:])
+    # each result's recipe, at its realism, in the grid; one replays to its pixels given method and realism
+    grid = final[OUT["grid"]]
+    with Image.open(grid) as im:
+        recipes = json.loads(im.text[COMPARISON_CHUNK])
+    assert list(recipes) == ["bicubic", "latent realism 0", "latent realism 0.33", "latent realism 0.67",
+                             "latent realism 1"]
+    assert [recipes[k]["settings"]["realism"] for k in list(recipes)[1:]] == list(REALISM_SWEEP)
+    saved = read_recipe(grid, method="latent", realism=0.33)
+    assert saved == recipes["latent realism 0.33"]
+    with Image.open(source) as im:
+        done = sampler.run(im.convert("RGB"), settings_of(saved), server.MODELS.prior(), sampler.load_pixel_models())
+    assert np.array_equal(np.asarray(done.image), results[1])
+    with pytest.raises(UserError, match="is a comparison of bicubic, latent realism 0, .*--realism in a realism sweep"):
+        read_recipe(grid, method="latent")
+    with pytest.raises(UserError, match="has no latent result at realism 0.5; it compares bicubic, latent realism 0,"):
+        read_recipe(grid, method="latent", realism=0.5)
+    # the slider: bicubic against the last realism; any two swept results without a rerun
+    assert (final[OUT["left"]].value, final[OUT["right"]].value) == ("bicubic", "latent realism 1")
+    other = tab.show_pair("latent realism 0", "latent realism 0.67", final[OUT["gallery"]])
+    assert [Path(p).name for p in other] == ["latent-realism-0.png", "latent-realism-0.67.png"]
+
+
 def test_the_grid_shows_large_results_as_their_centre_at_one_to_one():
     from latentindigo.comparison import VIEW, grid
 

@@ -1,12 +1,12 @@
-"""The Compare tab: one photo and seed through several methods, with each result's numbers, a scatter of
-naturalness against consistency, any two results in a before/after slider, and a grid PNG of them all (with
-every method's recipe) to download."""
+"""The Compare tab: one photo and seed through several methods (or, as a realism sweep, each at several
+realisms), with each result's numbers, a scatter of naturalness against consistency, any two results in a
+before/after slider, and a grid PNG of them all (with every result's recipe) to download."""
 
 from __future__ import annotations
 
 import json
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import gradio as gr
@@ -20,15 +20,32 @@ from latentindigo.demo.scores import COMPARE_CAPTION, COMPARE_COLUMNS, compare_r
 from latentindigo.demo.server import on_gpu, recipe_text, session, tab_progress, user_errors, wire_run
 from latentindigo.errors import UserError
 from latentindigo.serving import method_runs, pick_seed, read_photo, run_method, scratch_folder
-from latentindigo.settings import DIFFUSION_METHODS, Settings
+from latentindigo.settings import DIFFUSION_METHODS, REALISM_METHODS, REALISM_SWEEP, Settings
 
 COMPARE_OUTPUTS = ("gallery", "table", "status", "plot", "left", "right", "slider", "grid")
 X = "consistency (dB)"  # the scatter's x: faithfulness to the photo
+AT = " realism "  # a swept result's key: its method, AT, its realism
+
+
+def entries(runs: list[Settings], sweep: bool) -> list[tuple[str, Settings]]:
+    """(key, settings) of each result: one per method, or with `sweep` one per realism of REALISM_SWEEP for each method
+    that starts from the realism control (the first stages are computed once for them all)."""
+    out = []
+    for s in runs:
+        swept = sweep and s.method in REALISM_METHODS
+        out += [(f"{s.method}{AT}{r:.2g}", replace(s, realism=r)) for r in REALISM_SWEEP] if swept else [(s.method, s)]
+    return out
+
+
+def name_of(key: str) -> str:
+    """A result's name on the page: its method's, and its realism in a sweep."""
+    method, _, realism = key.partition(AT)
+    return METHOD_NAMES[method] + (f", realism {realism}" if realism else "")
 
 
 @dataclass
 class Result:
-    method: str
+    key: str  # the method (see `entries`)
     png: str
     done: object  # sampler.Done
     scores: object  # comparison.Scores
@@ -36,7 +53,7 @@ class Result:
 
     @property
     def name(self) -> str:
-        return METHOD_NAMES[self.method]
+        return name_of(self.key)
 
 
 def compare_update(**values):
@@ -47,20 +64,20 @@ def compare_update(**values):
     return tuple(values.get(name, gr.skip()) for name in COMPARE_OUTPUTS)
 
 
-def default_pair(methods: list[str]) -> tuple[str | None, str | None]:
-    """The slider's two methods among `methods`: bicubic (else the first) and the default method (else the last
+def default_pair(keys: list[str]) -> tuple[str | None, str | None]:
+    """The slider's two results among `keys`: bicubic (else the first) and the default method (else the last
     other one)."""
-    if not methods:
+    if not keys:
         return None, None
-    left = "bicubic" if "bicubic" in methods else methods[0]
-    others = [m for m in methods if m != left] or [left]
+    left = "bicubic" if "bicubic" in keys else keys[0]
+    others = [k for k in keys if k != left] or [left]
     right = Settings().method if Settings().method in others else others[-1]
     return left, right
 
 
-def pickers(methods: list[str]) -> tuple[gr.Dropdown, gr.Dropdown]:
-    choices = [(METHOD_NAMES[m], m) for m in methods]
-    left, right = default_pair(methods)
+def pickers(keys: list[str]) -> tuple[gr.Dropdown, gr.Dropdown]:
+    choices = [(name_of(k), k) for k in keys]
+    left, right = default_pair(keys)
     return gr.Dropdown(choices=choices, value=left), gr.Dropdown(choices=choices, value=right)
 
 
@@ -73,7 +90,7 @@ def show_pair(left: str | None, right: str | None, gallery: list | None):
     """The picked pair in the slider, from the results the gallery shows (their captions start with the method's
     name): nothing runs again."""
     by_name = {str(caption).split(" · ")[0]: path for path, caption in gallery or []}
-    pngs = {m: by_name[name] for m, name in METHOD_NAMES.items() if name in by_name}
+    pngs = {key: by_name[name_of(key)] for key in (left, right) if key and name_of(key) in by_name}
     return pair_of(left, right, pngs) or gr.skip()
 
 
@@ -89,15 +106,16 @@ def save_grid(photo: Image.Image, results: list[Result], title: list[str], path:
     from latentindigo.recipe import comparison_text
 
     image = grid(photo, [(r.name, r.done.image, r.scores.caption()) for r in results], title)
-    return str(save_png(image, path, text=comparison_text({r.method: r.recipe for r in results})))
+    return str(save_png(image, path, text=comparison_text({r.key: r.recipe for r in results})))
 
 
 @on_gpu
 @user_errors
 def compare(image: str | None, methods: list[str] | None = None, prior: str | None = None,
-            steps: int | None = None, scale: float = 4.0, seed: int = -1, sent: float | None = None,
-            request: gr.Request = None, progress=gr.Progress()):
-    """The same photo and seed through several methods. Streams (gallery, table, status, scatter, left and right
+            steps: int | None = None, scale: float = 4.0, seed: int = -1, sweep: bool = False,
+            sent: float | None = None, request: gr.Request = None, progress=gr.Progress()):
+    """The same photo and seed through several methods, or with `sweep` each method that starts from the realism
+    control at realism 0, 1/3, 2/3 and 1 (the others once). Streams (gallery, table, status, scatter, left and right
     pickers, slider, comparison PNG); the last update carries them all. A method that fails is named in the
     status and the others go on; after Stop, what finished stays and the comparison PNG covers it."""
     from latentindigo.comparison import score
@@ -106,11 +124,12 @@ def compare(image: str | None, methods: list[str] | None = None, prior: str | No
 
     photo = read_photo(image)
     seed = pick_seed(seed)
-    runs = method_runs(server.MODELS, methods, prior, steps, seed=seed, scale=float(scale))
-    for settings in runs:
+    runs = entries(method_runs(server.MODELS, methods, prior, steps, seed=seed, scale=float(scale)), bool(sweep))
+    for _, settings in runs:
         settings.check(photo.width, photo.height)
-    ticked = [s.method for s in runs]
-    names = [METHOD_NAMES[m] for m in ticked]
+    ticked = [key for key, _ in runs]
+    names = [name_of(key) for key in ticked]
+    unit = "results" if sweep else "methods"
     results: list[Result] = []
     failures: list[str] = []
     stopped = None
@@ -122,13 +141,13 @@ def compare(image: str | None, methods: list[str] | None = None, prior: str | No
             gallery=[(r.png, f"{r.name} · {r.done.seconds:.1f} s") for r in results],
             table=table([compare_row(r.name, r.scores) for r in results], COMPARE_COLUMNS),
             plot=scatter([(r.name, r.scores.consistency, r.scores.niqe) for r in results], names, X),
-            slider=pair_of(left, right, {r.method: r.png for r in results}), status=status, **values)
+            slider=pair_of(left, right, {r.key: r.png for r in results}), status=status, **values)
 
     yield shown(f"Waiting for the device… (seed {seed})", grid=None,
                 **dict(zip(("left", "right"), pickers(ticked))))
     with scratch_folder() as folder, server.JOBS.run("compare", session(request), sent) as job:
-        for i, settings in enumerate(runs):
-            name = METHOD_NAMES[settings.method]
+        for i, (key, settings) in enumerate(runs):
+            name = name_of(key)
             yield shown(f"Running {name} ({i + 1} of {len(runs)}), seed {seed}…")
             try:
                 done = run_method(photo, settings, server.MODELS, prior, job, tab_progress(progress, name))
@@ -143,8 +162,8 @@ def compare(image: str | None, methods: list[str] | None = None, prior: str | No
                 break
             server.JOBS.costs.record(prior or server.MODELS.default, done)
             text = recipe_text(done, photo, prior)
-            png = str(save_png(done.image, folder / f"{settings.method}.png", text=text))
-            results.append(Result(settings.method, png, done, score(done), json.loads(text[CHUNK])))
+            png = str(save_png(done.image, folder / f"{key.replace(AT, '-realism-')}.png", text=text))
+            results.append(Result(key, png, done, score(done), json.loads(text[CHUNK])))
             yield shown(f"{name} done in {done.seconds:.1f} s.")
         if not results:
             if stopped is not None:
@@ -152,17 +171,17 @@ def compare(image: str | None, methods: list[str] | None = None, prior: str | No
                 return
             raise UserError("every method failed: " + "; ".join(failures))
         # the slider's pair and the pickers' choices among the methods that gave a result
-        finished = [r.method for r in results]
+        finished = [r.key for r in results]
         left, right = default_pair(finished)
         out = results[0].done.image
         spec = prior or server.MODELS.default
-        uses_prior = any(m in DIFFUSION_METHODS for m in finished)
-        ran = f"{len(results)} of {len(runs)} methods" if len(results) < len(runs) else f"{len(runs)} methods"
+        uses_prior = any(r.done.settings.method in DIFFUSION_METHODS for r in results)
+        ran = f"{len(results)} of {len(runs)} {unit}" if len(results) < len(runs) else f"{len(runs)} {unit}"
         notes = [f"Stopped during {stopped}: it and the methods after it are not shown."] if stopped else []
         heading = (f"LatentINDIGO comparison: {photo.width}x{photo.height} → {out.width}x{out.height}, seed {seed}"
                    + (f", prior {spec}" if uses_prior else ""))
         legend = ("Consistency with the photo: higher is closer to its content. NIQE: lower is more natural. "
-                  "Every method's recipe is in this PNG.")
+                  "Every result's recipe is in this PNG.")
         title = [heading, legend, *notes, *failures]
         grid = save_grid(photo, results, title, folder / f"{Path(image).stem}-comparison-seed{seed}.png")
         status = ("**Stopped**" if stopped else "**Done**") + f": {ran}, seed {seed}"
@@ -184,6 +203,9 @@ def build(choices: list[tuple[str, str]], tuned: Settings) -> None:
                 steps = steps_slider(tuned.steps, "compare-steps")
                 scale = scale_slider()
                 seed = seed_number(-1, "one seed for every method; -1: random")
+                sweep = gr.Checkbox(False, label="Realism sweep", elem_id="compare-sweep",
+                                    info="each ticked method that starts from the first stages at realism 0, ⅓, ⅔ "
+                                         "and 1, side by side (the first stages run once)")
                 buttons = run_buttons("Compare", "compare-button")
             with gr.Column(scale=3, min_width=360):
                 status = status_box("Same photo, same seed, several methods.", "compare-status")
@@ -201,7 +223,7 @@ def build(choices: list[tuple[str, str]], tuned: Settings) -> None:
                                       max_height=800, elem_id="compare-slider")
                 grid = gr.File(label="Download comparison (one PNG: the input and every result with its numbers and "
                                      "recipe)", interactive=False, elem_id="compare-grid")
-        wire_run("compare", compare, buttons, inputs=[image, methods, prior, steps, scale, seed],
+        wire_run("compare", compare, buttons, inputs=[image, methods, prior, steps, scale, seed, sweep],
                  outputs=[gallery, results, status, plot, left, right, pair, grid], status=status,
                  progress_on=[gallery])
         for picker in (left, right):
