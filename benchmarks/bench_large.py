@@ -1,12 +1,15 @@
-"""A large photo on the CPU: seconds and peak memory of the first stages alone and of the default run, side by
-side, for one input size at x4 with the bundled prior's tuned settings.
+"""A large photo on the CPU: seconds and peak memory of the first stages alone, of the default run, and of the
+default run in the demo's Restore tab, side by side, for one input size at x4 with the bundled prior's tuned
+settings; and the demo's size line's estimate against the tab's measured time.
 
     python benchmarks/bench_large.py [--size 640x480] [--prior mini]
 
 Each run is its own process (peak memory is a process's high-water mark, and torch's allocations are not seen by
 tracemalloc): `method="first-stage"` (the faithful stage and, at the tuned realism, Real-ESRGAN and the
-combination: the start the diffusion would get) and the prior's default method. Seconds are the run's, models
-loaded before; peak RSS is the process's maximum resident set (ru_maxrss, models, Python and torch included), and
+combination: the start the diffusion would get), the prior's default method, and the Restore tab's function with
+no setting changed (`restore_tab.restore`, in-process as the browser calls it: previews, maps, PNG and recipe
+included), after the server's start-up (models loaded, `time_first_runs` fitting the size line). Seconds are the
+run's, models loaded before; peak RSS is the process's maximum resident set (ru_maxrss, models, Python and torch included), and
 "loaded" the resident set once the models are in. The input: a crop of assets/examples/clean/chelsea.png resized
 to the size (Lanczos), then noise 3/255 and JPEG quality 75 at that size.
 """
@@ -66,6 +69,33 @@ def child(method: str, prior_spec: str, width: int, height: int) -> None:
                           threads=torch.get_num_threads())))
 
 
+def demo_child(prior_spec: str, width: int, height: int) -> None:
+    """The Restore tab's run as the demo serves it; prints its measurements as JSON on the last line."""
+    import tempfile
+    from types import SimpleNamespace
+
+    import torch
+
+    import app
+    from latentindigo.demo import restore_tab, server
+
+    app.build_demo([prior_spec])
+    t0 = time.perf_counter()
+    server.MODELS.warm_up(server.JOBS)  # as app.main's start-up thread: loads, then times two short runs
+    loaded, load_seconds = rss_mib(), time.perf_counter() - t0
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "photo.png"
+        photo(width, height).save(path)
+        hint = restore_tab.size_hint(str(path), 4.0, 0, 0)
+        t0 = time.perf_counter()
+        for update in restore_tab.restore(str(path), request=SimpleNamespace(session_hash="bench")):
+            last = update
+        seconds = time.perf_counter() - t0
+    status = str(last[restore_tab.RESTORE_OUTPUTS.index("status")])
+    print(json.dumps(dict(seconds=seconds, hint=hint, status=status, load_seconds=load_seconds, loaded_mib=loaded,
+                          peak_mib=rss_mib(), threads=torch.get_num_threads())))
+
+
 def measure(method: str, prior_spec: str, width: int, height: int) -> dict:
     command = [sys.executable, __file__, "--child", method, "--prior", prior_spec, "--size", f"{width}x{height}"]
     result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
@@ -82,18 +112,22 @@ def main() -> None:
     args = parser.parse_args()
     width, height = (int(n) for n in args.size.lower().split("x"))
     if args.child:
-        return child(args.child, args.prior, width, height)
+        return demo_child(args.prior, width, height) if args.child == "demo" else child(args.child, args.prior, width,
+                                                                                        height)
 
-    first, full = (measure(method, args.prior, width, height) for method in ("first-stage", "default"))
+    first, full, demo = (measure(method, args.prior, width, height) for method in ("first-stage", "default", "demo"))
     print(f"{width}x{height} -> {first['size'][0]}x{first['size'][1]}, {args.prior}'s tuned settings "
           f"(realism {full['realism']:g}; default method {full['method']}, {full['steps']} steps), "
           f"{full['threads']} threads\n")
-    print("| | first stages alone | default run | ratio |")
-    print("|---|---|---|---|")
+    print("| | first stages alone | default run | ratio | default in the demo's Restore tab |")
+    print("|---|---|---|---|---|")
     for label, key, unit in (("seconds", "seconds", "s"), ("peak RSS", "peak_mib", " MiB"),
                              ("RSS once the models are loaded", "loaded_mib", " MiB")):
-        print(f"| {label} | {first[key]:.1f}{unit} | {full[key]:.1f}{unit} | {full[key] / first[key]:.2f} |")
-    print(f"\n(loading the models took {first['load_seconds']:.1f} s and {full['load_seconds']:.1f} s, not counted)")
+        print(f"| {label} | {first[key]:.1f}{unit} | {full[key]:.1f}{unit} | {full[key] / first[key]:.2f} | "
+              f"{demo[key]:.1f}{unit} |")
+    print(f"\nThe demo's size line: {demo['hint']}\nIts status at the end: {demo['status']}")
+    print(f"\n(loading the models took {first['load_seconds']:.1f} s and {full['load_seconds']:.1f} s, and the demo's "
+          f"start-up {demo['load_seconds']:.1f} s, not counted)")
 
 
 if __name__ == "__main__":

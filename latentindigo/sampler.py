@@ -111,6 +111,7 @@ class Step:
     # the error after the phase, a 0-d tensor (reading it waits for the GPU, so it is read only when asked for):
     # the estimate's coarse part against the measurement, or for refinement the refined forward model's fit
     error: torch.Tensor = field(repr=False)
+    last: bool = False  # the run's last step: its result follows at once (a preview of it is not worth a decode)
     _decode: Callable | None = field(repr=False, default=None)
     _preview: Image.Image | None = field(repr=False, default=None)
 
@@ -431,17 +432,17 @@ def latentindigo(p: Problem) -> Iterator[Step]:
         event = dict(step=i + 1, total=total, timestep=t, space=guide.space, _decode=run.compose)
         previous, z_prior = z0, run.predict_z0(z_t, t)
         z0, error = guide(z_prior)
-        yield Step(phase="guidance", latent=z0, error=error, **event)
         converged = change is not None and change(z0, previous) < s.early_stop / 255
+        last = converged or i == total - 1
+        yield Step(phase="guidance", latent=z0, error=error, last=last, **event)
         if converged and (previous is run.start or change(z0, run.start) < s.early_stop / 255):
             # the whole diffusion moved the output by less than a step may: the result is its start
             return Diffusion(output=p.start, steps=i + 1, decoded=False, inn=guide.inn.requires_grad_(False))
-        last = converged or i == total - 1
         if s.refine and not last:  # (it adapts the forward model for the next step's guidance)
             yield Step(phase="refinement", latent=z0, error=guide.refine(), **event)
         if regularisation_due(s, i, last):
             z0, error = regularise(p, run, guide, z0, z_prior)
-            yield Step(phase="regularisation", latent=z0, error=error, **event)
+            yield Step(phase="regularisation", latent=z0, error=error, last=last, **event)
         if last:
             break
         z_t = run.step(z_t, z0, i)
@@ -605,7 +606,8 @@ def sdedit(p: Problem) -> Iterator[Step]:
     for i, t in enumerate(int(t) for t in run.timesteps):
         z0 = run.predict_z0(z_t, t)
         yield Step(step=i + 1, total=total, timestep=t, phase="denoising", space="latent", latent=z0,
-                   error=coarse_error(p.prior.latent_inn, z0, measurement, p), _decode=run.compose)
+                   error=coarse_error(p.prior.latent_inn, z0, measurement, p), last=i == total - 1,
+                   _decode=run.compose)
         if i < total - 1:
             z_t = run.step(z_t, z0, i)
     return Diffusion(output=run.compose(z0), steps=total)
@@ -619,7 +621,7 @@ def dps(p: Problem) -> Iterator[Step]:
     for i, t in enumerate(int(t) for t in run.timesteps):
         z0, error = dps_guidance(run.predict_z0(z_t, t), p)
         yield Step(step=i + 1, total=total, timestep=t, phase="guidance", space="pixel", latent=z0, error=error,
-                   _decode=run.compose)
+                   last=i == total - 1, _decode=run.compose)
         if i < total - 1:
             z_t = run.step(z_t, z0, i)
     return Diffusion(output=run.compose(z0), steps=total)

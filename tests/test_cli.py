@@ -151,8 +151,10 @@ def test_recipe_from_a_comparison_png_replays_the_method_named(tmp_path, photo):
     assert result.returncode == 0 and "warning" not in result.stderr, result.stderr
     assert again.read_bytes() == own["faithful"].read_bytes()
     for args, message in [((), "is a comparison of bicubic, faithful: choose the method to replay (command line: "
-                                "--method)"),
-                          (("--method", "latent"), "has no latent result; it compares bicubic, faithful")]:
+                                "--method, and --realism in a realism sweep)"),
+                          (("--method", "latent"), "has no latent result; it compares bicubic, faithful"),
+                          (("--method", "faithful", "--realism", "0.5"),
+                           "has no faithful result at realism 0.5; it compares bicubic, faithful")]:
         result = cli("restore", tmp_path / "in.png", "-o", tmp_path / "out.png", "--recipe-from", grid, *args)
         assert result.returncode == 2
         lines = result.stderr.strip().splitlines()

@@ -291,8 +291,10 @@ EARLY = dict(steps=5, size=(192, 160), start_detail_levels=3)  # 24x20 -> x8
 
 def test_a_prior_that_keeps_changing_the_output_runs_every_step(photo, tiny_prior, fresh_pixel_models):
     small = photo.resize((24, 20))
-    done = run(small, Settings(colour_fix=False, early_stop=0.25, **EARLY), tiny_prior, fresh_pixel_models)
+    events = list(restore(small, Settings(colour_fix=False, early_stop=0.25, **EARLY), tiny_prior, fresh_pixel_models))
+    done = events[-1]
     assert done.steps_taken == 5 and done.decoded and done.change.rms > 2 / 255
+    assert {(e.step, e.last) for e in events if isinstance(e, Step)} == {(i, i == 5) for i in range(1, 6)}
 
 
 def test_the_diffusion_stops_when_the_output_stops_moving_and_says_so(photo, tiny_prior, fresh_pixel_models):
@@ -311,9 +313,14 @@ def test_a_diffusion_that_moves_nothing_returns_its_start_without_decoding(photo
     decodes = []
     monkeypatch.setattr(tiny_prior, "decode", lambda *a, **k: decodes.append(1) or torch.zeros(0))
     # at x2 the back-projection takes away what the bands coarser than the start's three finest would change
-    done = run(small, Settings(early_stop=1, **(EARLY | {"size": (48, 40)})), tiny_prior, fresh_pixel_models)
+    events = list(restore(small, Settings(early_stop=1, **(EARLY | {"size": (48, 40)})), tiny_prior,
+                          fresh_pixel_models))
+    done = events[-1]
     assert not done.decoded and done.steps_taken < 5 and not decodes
     assert done.change.rms < 0.5 / 255 and "the result is its start" in done.summary
+    # the step it stopped at says it is the last (the demo decodes no preview of it)
+    assert [e.last for e in events if isinstance(e, Step)] == [e.step == done.steps_taken for e in events
+                                                              if isinstance(e, Step)]
 
 
 def test_phases_are_what_the_sampler_reports(photo, tiny_prior, fresh_pixel_models):

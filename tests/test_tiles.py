@@ -147,6 +147,7 @@ def test_autoencoder_tiles_share_their_normalisation(mini, monkeypatch):
     monkeypatch.setattr(vae, "tile_sample_min_size", 128)
     monkeypatch.setattr(vae, "tile_latent_min_size", 32)
     monkeypatch.setattr(priors, "STATS_SIDE", 192)
+    monkeypatch.setattr(priors, "UNTILED_ENCODE_BYTES", 0)
     # diffusers' tiles start every 96 pixels and blend over their first 32
     seams = lambda n: [s for k in range(1, n // 96 + 1) for s in (96 * k, 96 * k + 32) if s < n]  # noqa: E731
     rows, columns = seams(256), seams(384)
@@ -166,7 +167,7 @@ def test_autoencoder_tiles_share_their_normalisation(mini, monkeypatch):
     check(shared=False)
 
 
-def test_autoencoder_inputs_that_fit_the_statistics_pass_run_untiled(mini, monkeypatch):
+def test_autoencoder_inputs_that_fit_the_statistics_pass_or_the_encode_budget_run_untiled(mini, monkeypatch):
     x = smooth(64, 96)
     monkeypatch.setattr(mini.vae, "use_tiling", False)
     z, decoded = mini.encode(x), mini.decode(mini.encode(x))
@@ -175,3 +176,8 @@ def test_autoencoder_inputs_that_fit_the_statistics_pass_run_untiled(mini, monke
     monkeypatch.setattr(mini.vae, "tile_latent_min_size", 8)
     assert torch.equal(mini.encode(x), z) and torch.equal(mini.decode(z), decoded)
     assert mini.vae.use_tiling and not any("forward" in vars(m) for m in mini.vae.modules())
+    # larger than the statistics' pass: decodes tile; encodes run untiled while their activations fit the budget
+    monkeypatch.setattr(priors, "STATS_SIDE", 48)
+    assert torch.equal(mini.encode(x), z) and not torch.equal(mini.decode(z), decoded)
+    monkeypatch.setattr(priors, "UNTILED_ENCODE_BYTES", 64 * 96 * 32 * 4 - 1)  # (mini's encoder: 32 channels)
+    assert not torch.equal(mini.encode(x), z)

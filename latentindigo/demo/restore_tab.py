@@ -155,7 +155,8 @@ def restore(image: str | None, prior: str | None = None, mode: str = "latent", g
                     progress((event.step, event.total), desc=event.phase)
                     rows.append({"step": event.step, "consistency": event.consistency, "phase": event.phase})
                     pacer = pacer or PreviewPacer(event.total)
-                    preview = pacer.decode(event) if pacer.due(event.step) else None
+                    # (none of the last step: the result follows; a run that stops at step 1 decodes nothing)
+                    preview = pacer.decode(event) if pacer.due(event.step) and not event.last else None
                     if preview is None and time.perf_counter() - last_update < UPDATE_EVERY:
                         continue
                     last_update = time.perf_counter()
