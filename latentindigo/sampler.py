@@ -195,8 +195,9 @@ class Done:
 # ------------------------------------------------------------------------------------------- first stages
 
 class FirstStageCache:
-    """The last input's first-stage estimates, so that a change of realism (or another method on the same photo)
-    costs a combination, not two networks. Keyed by the input's pixels, the output size, the weight files and the
+    """The last input's first-stage estimates (and the latent of the faithful one, which guidance measures), so
+    that a change of realism (or another method on the same photo) costs a combination, not two networks and an
+    encode. Keyed by the input's pixels, the output size, the weight files and the
     device: a different photo never gets another's estimates."""
 
     def __init__(self):
@@ -268,7 +269,8 @@ def restore(image: Image.Image, settings: Settings, prior: Prior | None = None, 
         out = x_first
         if settings.method in DIFFUSION_METHODS:
             yield FirstStage(tensor=x_first, seconds=time.perf_counter() - t0, realism=settings.realism)
-            problem = Problem(prior, settings, y, x_first, x_faithful, gamma, levels, out_hw, pixel.inn)
+            problem = Problem(prior, settings, y, x_first, x_faithful, gamma, levels, out_hw, pixel.inn,
+                              kept=lambda name, compute: cache_.get(key, name, compute))
             diffusion = yield from SAMPLERS[settings.method](problem)
             out = diffusion.output
             if settings.method == "pixel":
@@ -351,6 +353,8 @@ class Problem:
     levels: int  # INN levels J
     out_hw: tuple[int, int]
     pixel_inn: LiftingINN
+    # (name, compute) -> compute(), or what it gave for the same name and input before (the first-stage cache)
+    kept: Callable[[str, Callable[[], torch.Tensor]], torch.Tensor] = lambda name, compute: compute()
 
 
 @dataclass
@@ -385,8 +389,13 @@ class Latents:
         self._decoded_start = None
 
     def encoded_target(self) -> torch.Tensor:
-        """E(R(y)), the latent the measurement is taken from (the start's own where the start is R(y))."""
-        return self.start if self.p.target is self.p.start else self.p.prior.encode(self.pad(self.p.target))
+        """E(R(y)), the latent the measurement is taken from (the start's own where the start is R(y)); kept with
+        the first stages, as no setting but the prior changes it."""
+        if self.p.target is self.p.start:
+            return self.start
+        prior = self.p.prior
+        return self.p.kept(f"E(R(y)) by {prior.name} {prior.dtype} {prior.files}",
+                           lambda: prior.encode(self.pad(self.p.target)))
 
     def pad(self, x: torch.Tensor) -> torch.Tensor:
         return pad_edges(x, self.pads)

@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 from test_app import photo
 
+from latentindigo.sampler import load_pixel_models, run
 from latentindigo.serving import Jobs, Models, cached_start, held_first_stages, run_events, run_method
 
 
@@ -55,6 +56,27 @@ def test_the_start_for_a_new_realism_is_the_one_the_rerun_begins_from_and_runs_n
             rerun = run_method(image, new, models, None, job)
         assert rerun.first_stages_reused
         assert torch.allclose(start, rerun.first_stage, atol=1e-6), realism
+
+
+def test_a_rerun_on_the_same_photo_encodes_only_its_new_start(tmp_path, realistic_package, monkeypatch):
+    """R(y)'s latent, which guidance measures, is kept with the first stages: a new realism encodes its start
+    only; another prior encodes both."""
+    models = Models(["tiny-random"], device="cpu")
+    image = Image.open(photo(tmp_path / "a.png", 24, 18))
+    settings, _ = first_run(models, image, realism=0.5)
+    prior = models.prior()
+    encodes, encode = [], prior.encode
+    monkeypatch.setattr(prior, "encode", lambda x: encodes.append(1) or encode(x))
+    with Jobs().run("restore", None) as job:
+        rerun = run_method(image, replace(settings, realism=0.3), models, None, job)
+    assert rerun.first_stages_reused and len(encodes) == 1
+    # the same run without the kept latent gives the same result
+    fresh = run(image, replace(settings, realism=0.3), prior, load_pixel_models())
+    assert len(encodes) == 3 and torch.equal(fresh.tensor, rerun.tensor)
+    monkeypatch.setattr(prior, "name", "another")
+    with Jobs().run("restore", None) as job:
+        run_method(image, replace(settings, realism=0.3), models, None, job)
+    assert len(encodes) == 5
 
 
 def test_another_photo_or_size_never_gets_the_held_first_stages(tmp_path, realistic_package):
