@@ -5,8 +5,10 @@
 
 Per input size, side by side in one process (the two alternate, so a noisy machine slows both): the seconds of
 the first stages alone (`--method first-stage`: restorer, Real-ESRGAN, their combination) and of the default run
-(LatentINN), medians over the repeats, their ratio, the steps the default took, and the size line's estimate
-(`RunCosts` after the start-up's two timed runs, `serving.Jobs.time_first_runs`) against the measured time.
+(LatentINN), medians over the repeats; their ratio, the median of each repeat's (a pair runs back to back, so
+its ratio is the least disturbed by a load that comes and goes) with the range; the steps the default took,
+and the size line's estimate (`RunCosts` after the start-up's two timed runs, `serving.Jobs.time_first_runs`)
+against the measured time.
 Every run computes its first stages (no cache), as a new photo would.
 """
 
@@ -54,7 +56,7 @@ def main() -> None:
     prior, pixel = models.prior(), load_pixel_models()
     print(f"{torch.get_num_threads()} threads; default: {default.method}, realism {default.realism:g}, "
           f"{default.steps} steps, early stop {default.early_stop:g} grey levels")
-    print("| input | output | first stages (s) | default (s) | default / first stages | steps taken | "
+    print("| input | output | first stages (s) | default (s) | default / first stages (range) | steps taken | "
           "size line's estimate (s) | estimate / measured |\n|---|---|---|---|---|---|---|---|")
     rows = []
     for size in args.sizes:
@@ -70,12 +72,13 @@ def main() -> None:
             done = run(image, default, prior, pixel)
             full.append(time.perf_counter() - start)
             taken.append(done.steps_taken)
+        ratios = [f / s for f, s in zip(full, first)]
         row = {"input": size, "output": f"{width * 4}x{height * 4}", "first_stages": statistics.median(first),
-               "default": statistics.median(full), "steps_taken": taken, "estimate": estimate}
+               "default": statistics.median(full), "ratios": ratios, "steps_taken": taken, "estimate": estimate}
         rows.append(row)
         print(f"| {size} | {row['output']} | {row['first_stages']:.2f} | {row['default']:.2f} | "
-              f"{row['default'] / row['first_stages']:.2f}x | {', '.join(map(str, taken))} | {estimate:.1f} | "
-              f"{estimate / row['default']:.2f} |", flush=True)
+              f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f}) | "
+              f"{', '.join(map(str, taken))} | {estimate:.1f} | {estimate / row['default']:.2f} |", flush=True)
     print(json.dumps(rows))
 
 
