@@ -260,3 +260,8 @@ def to_image(tensor: torch.Tensor) -> Image.Image:
         raise ValueError(f"expected a (1, 3, H, W) or (3, H, W) tensor, got {tuple(tensor.shape)}")
     pixels = tensor.detach().float().nan_to_num(0.0).clamp(0.0, 1.0).mul(255.0).round()
     return Image.fromarray(pixels.to(torch.uint8).permute(1, 2, 0).cpu().numpy())
+
+
+def pixels_hash(image: Image.Image) -> str:
+    """SHA-256 of an image's size and RGB pixels: the same photo, whatever file it came in."""
+    return hashlib.sha256(f"{image.width}x{image.height}".encode() + image.convert("RGB").tobytes()).hexdigest()

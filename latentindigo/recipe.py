@@ -25,6 +25,7 @@ from PIL import Image
 
 from latentindigo import __version__
 from latentindigo.errors import UserError
+from latentindigo.imageio import pixels_hash
 from latentindigo.settings import DIFFUSION_METHODS, Settings
 
 if TYPE_CHECKING:
@@ -155,6 +156,3 @@ def file_hash(path: Path, size: int, mtime_ns: int) -> str:
             digest.update(chunk)
     return digest.hexdigest()
 
-
-def pixels_hash(image: Image.Image) -> str:
-    return hashlib.sha256(f"{image.width}x{image.height}".encode() + image.convert("RGB").tobytes()).hexdigest()

@@ -42,10 +42,9 @@ from latentindigo.degradations import low_band, pad_edges, resize
 from latentindigo.errors import UserError
 from latentindigo.estimator import DegradationEstimator, Estimate
 from latentindigo.first_stages import combine, load_realistic, realistic_estimate, realistic_files
-from latentindigo.imageio import to_image, to_tensor
+from latentindigo.imageio import pixels_hash, to_image, to_tensor
 from latentindigo.inn import LiftingINN, coarse_size, levels_for_scale, zero_details
 from latentindigo.priors import Prior
-from latentindigo.recipe import pixels_hash
 from latentindigo.restorer import WEIGHTS as RESTORER_WEIGHTS, Restorer, load_restorer, restore_first_stage
 from latentindigo.rrdbnet import RRDBNet
 from latentindigo.settings import ASSETS, DIFFUSION_METHODS, Settings
