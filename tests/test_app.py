@@ -437,6 +437,17 @@ def test_compare_runs_each_method_with_the_same_seed(client, tmp_path):
             "latent", "inn", "bicubic"]
 
 
+def test_the_compare_api_sweeps_realism(client, tmp_path):
+    from gradio_client import handle_file
+
+    job = client.submit(handle_file(str(photo(tmp_path / "in.png", 20, 16))), methods=["first-stage", "bicubic"],
+                        scale=2, seed=7, sweep=True, api_name="/compare")
+    gallery, _, status, *_ = job.result(timeout=180)
+    assert status.startswith("**Done**: 5 results, seed 7")
+    assert [item["caption"].split(" · ")[0] for item in gallery] == [
+        f"first stage (the start), realism {r}" for r in ("0", "0.33", "0.67", "1")] + ["bicubic"]
+
+
 def test_lab_restores_to_the_original_size_and_scores_each_method(client, tmp_path):
     from gradio_client import handle_file
 

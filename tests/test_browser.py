@@ -91,9 +91,18 @@ def set_number(page, selector: str, value: int) -> None:
 
 def every_step(page) -> None:
     """Early stop off (mini's diffusion stops at its first step, having changed nothing): for tests of the steps."""
-    if not page.locator("#early-stop input[type=number]").is_visible():
+    box = page.locator("#early-stop input[type=number]")
+    if not box.is_visible():
         page.get_by_text("Advanced").click()
-    set_number(page, "#early-stop", 0)
+        box.wait_for(state="visible")
+    # the accordion mounts its controls when first opened, and a value typed as they mount can be reset to the
+    # initial one (seen on a quiet machine): type it until it holds
+    for _ in range(20):
+        set_number(page, "#early-stop", 0)
+        page.wait_for_timeout(250)
+        if box.input_value() == "0":
+            return
+    raise AssertionError("the Early stop control did not keep 0")
 
 
 def upload(page, box: str, path: Path) -> None:
