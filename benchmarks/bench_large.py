@@ -9,8 +9,8 @@ tracemalloc): `method="first-stage"` (the faithful stage and, at the tuned reali
 combination: the start the diffusion would get), the prior's default method, and the Restore tab's function with
 no setting changed (`restore_tab.restore`, in-process as the browser calls it: previews, maps, PNG and recipe
 included), after the server's start-up (models loaded, `time_first_runs` fitting the size line). Seconds are the
-run's, models loaded before; peak RSS is the process's maximum resident set (ru_maxrss, models, Python and torch included), and
-"loaded" the resident set once the models are in. The input: a crop of assets/examples/clean/chelsea.png resized
+run's, models loaded before; peak RSS is the process's maximum resident set (ru_maxrss, models, Python and torch
+included), and "loaded" the resident set once the models are in. The input: a crop of assets/examples/clean/chelsea.png resized
 to the size (Lanczos), then noise 3/255 and JPEG quality 75 at that size.
 """
 

@@ -91,8 +91,9 @@ def load_pixel_models(folder: Path = ASSETS / "inn", restorer: Path = RESTORER_W
     ESRGAN-family file for the realistic first stage instead of Real-ESRGAN x4plus."""
     inn, estimator = folder / "pixel_inn.safetensors", folder / "estimator.safetensors"
     # (channels-last: the PixelINN's convolutions 15 % faster on the CPU; the small estimator gains nothing)
-    return PixelModels(inn=load_weights(LiftingINN, inn).to(memory_format=torch.channels_last), estimator=load_weights(DegradationEstimator, estimator),
-                       restorer=load_restorer(restorer), files=(inn, estimator, restorer), realistic=realistic)
+    return PixelModels(inn=load_weights(LiftingINN, inn).to(memory_format=torch.channels_last),
+                       estimator=load_weights(DegradationEstimator, estimator), restorer=load_restorer(restorer),
+                       files=(inn, estimator, restorer), realistic=realistic)
 
 
 # ------------------------------------------------------------------------------------------- events
@@ -196,8 +197,8 @@ class Done:
 class FirstStageCache:
     """The last input's first-stage estimates (and the latent of the faithful one, which guidance measures), so
     that a change of realism (or another method on the same photo) costs a combination, not two networks and an
-    encode. Keyed by the input's pixels, the output size, the weight files and the
-    device: a different photo never gets another's estimates."""
+    encode. Keyed by the input's pixels, the output size, the weight files and the device: a different photo
+    never gets another's estimates."""
 
     def __init__(self):
         self.key: tuple | None = None

@@ -219,8 +219,8 @@ def build(choices: list[tuple[str, str]], tuned: Settings) -> None:
                 with gr.Row():
                     left = gr.Dropdown([], label="Left", elem_id="compare-left")
                     right = gr.Dropdown([], label="Right", elem_id="compare-right")
-                pair = gr.ImageSlider(label="The two picked results (left / right), full resolution", format="png", interactive=False,
-                                      max_height=800, elem_id="compare-slider")
+                pair = gr.ImageSlider(label="The two picked results (left / right), full resolution", format="png",
+                                      interactive=False, max_height=800, elem_id="compare-slider")
                 grid = gr.File(label="Download comparison (one PNG: the input and every result with its numbers and "
                                      "recipe)", interactive=False, elem_id="compare-grid")
         wire_run("compare", compare, buttons, inputs=[image, methods, prior, steps, scale, seed, sweep],
