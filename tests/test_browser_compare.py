@@ -88,9 +88,14 @@ def test_compare_shows_numbers_a_scatter_a_chosen_pair_and_a_comparison_to_downl
         assert contains(canvas, np.asarray(im.convert("RGB")))  # at 1:1
     saved = read_recipe(grid, method="latent")
     assert saved == read_recipe(latent)  # the result's own recipe
-    torch.set_num_threads(1)  # (as the server runs)
-    photo, prior, pixel = load_image(EXAMPLES / "coffee.png"), load_prior(saved["prior"]["spec"]), load_pixel_models()
-    assert differences(saved, photo, prior, pixel) == []
-    done = run(photo, settings_of(saved), prior, pixel)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # (as the server runs; the tests after this one get theirs back)
+    try:
+        photo, prior = load_image(EXAMPLES / "coffee.png"), load_prior(saved["prior"]["spec"])
+        pixel = load_pixel_models()
+        assert differences(saved, photo, prior, pixel) == []
+        done = run(photo, settings_of(saved), prior, pixel)
+    finally:
+        torch.set_num_threads(threads)
     with Image.open(latent) as im:
         assert np.array_equal(np.asarray(done.image), np.asarray(im.convert("RGB")))
