@@ -24,7 +24,8 @@ if os.environ.get("LATENTINDIGO_REQUIRE_BROWSER") == "1" and not Path(CHROMIUM).
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"the browser test needs {CHROMIUM} "
                                 "(Debian: apt-get install chromium)")
 
-# records every image the live preview shows, with its caption, in window.previews
+# records in window.previews every image the live preview shows (the first: what it showed already): its caption, and
+# when (performance.now(), ms) its source changed and when the browser had it loaded and decoded
 WATCH_PREVIEW = """() => {
     window.previews = [];
     const box = document.querySelector('#preview');
@@ -33,8 +34,12 @@ WATCH_PREVIEW = """() => {
         const label = box.querySelector('[data-testid="block-label"]');
         const src = img && img.getAttribute('src');
         const last = window.previews[window.previews.length - 1];
-        if (src && (!last || last.src !== src)) window.previews.push({src, label: label ? label.textContent : ''});
+        if (!src || (last && last.src === src)) return;
+        const entry = {src, label: label ? label.textContent : '', changed: performance.now(), shown: null};
+        window.previews.push(entry);
+        img.decode().then(() => { entry.shown = performance.now(); }, () => {});
     };
+    note();  // what it shows now: the entries after this one are new
     new MutationObserver(note).observe(box, {subtree: true, childList: true, attributes: true, characterData: true});
 }"""
 

@@ -8,7 +8,8 @@ The server, browser and page are test_browser.py's (the bundled prior `mini`, on
 
 from __future__ import annotations
 
-from test_browser import EXAMPLES, browser, page, server, set_number, status_contains, upload  # noqa: F401
+from test_browser import (EXAMPLES, WATCH_PREVIEW, browser, page, server, set_number,  # noqa: F401
+                          status_contains, upload)
 
 FAST = 0.3  # seconds from the slider's release to its new start in the preview (the issue's bound, at 512x512)
 RUN = 400_000  # ms a run may take on this machine: the first run at 512x512 (Real-ESRGAN, one thread) is the longest
@@ -25,25 +26,6 @@ WATCH_STATUS = """() => {
     };
     note();
     new MutationObserver(note).observe(box, {subtree: true, childList: true, characterData: true});
-}"""
-
-# records in window.previews every image the live preview shows (the first: what it showed already): its caption, and
-# when (performance.now(), ms) its source changed and when the browser had it loaded and decoded
-WATCH_PREVIEW = """() => {
-    window.previews = [];
-    const box = document.querySelector('#preview');
-    const note = () => {
-        const img = box.querySelector('img');
-        const label = box.querySelector('[data-testid="block-label"]');
-        const src = img && img.getAttribute('src');
-        const last = window.previews[window.previews.length - 1];
-        if (!src || (last && last.src === src)) return;
-        const entry = {src, label: label ? label.textContent : '', changed: performance.now(), shown: null};
-        window.previews.push(entry);
-        img.decode().then(() => { entry.shown = performance.now(); }, () => {});
-    };
-    note();  // what it shows now: the entries after this one are new
-    new MutationObserver(note).observe(box, {subtree: true, childList: true, attributes: true, characterData: true});
 }"""
 
 
